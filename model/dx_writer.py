@@ -1,0 +1,120 @@
+"""DX (for presentation) instances for a simulated radiograph pair: truthful geometry tags.
+
+Builds pydicom Datasets only; writing files is the caller's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from model.geometry import ViewGeometry
+from model.radiograph import DX_PRESENTATION_STORAGE
+
+# Photons per detector pixel behind air at the stated dose: sets the quantum noise of the sim.
+PHOTONS_PER_PIXEL = 20_000
+STORED_BITS = 12
+# CID 4010 "DX View" (PS3.16), SNOMED CT.
+VIEW_CODES = {
+    "PA": ("399348003", "SCT", "postero-anterior"),
+    "AP": ("399182002", "SCT", "antero-posterior"),
+    "LL": ("399173006", "SCT", "left lateral"),
+    "RL": ("399198007", "SCT", "right lateral"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    patient_name: str
+    patient_id: str
+    study_uid: str
+    study_date: str = "20260101"
+    patient_sex: str = "O"
+    patient_birth_date: str = ""
+
+
+def study_for_seed(seed: int) -> Study:
+    return Study(
+        patient_name="PSCT^Phantom",
+        patient_id=f"PHANTOM-{seed}",
+        study_uid=generate_uid(entropy_srcs=[f"psct-sim/{seed}/study"]),
+    )
+
+
+def presentation_pixels(line_integral: np.ndarray, rng: np.random.Generator, monochrome1: bool = False) -> np.ndarray:
+    """Quantum-noisy log image scaled to 12 bits, bone bright (inverted for MONOCHROME1)."""
+    counts = rng.poisson(PHOTONS_PER_PIXEL * np.exp(-line_integral))
+    noisy = -np.log(np.maximum(counts, 1) / PHOTONS_PER_PIXEL)
+    top = (1 << STORED_BITS) - 1
+    stored = np.clip(np.round(noisy / max(float(noisy.max()), 1e-6) * top), 0, top).astype(np.uint16)
+    return top - stored if monochrome1 else stored
+
+
+def radiograph_dataset(
+    pixels: np.ndarray, g: ViewGeometry, study: Study, instance: int, monochrome1: bool = False
+) -> Dataset:
+    """One DX For Presentation instance carrying `g` in its geometry attributes."""
+    sop_uid = generate_uid(entropy_srcs=[study.study_uid, g.view, str(instance)])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX_PRESENTATION_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID, ds.SOPInstanceUID = DX_PRESENTATION_STORAGE, sop_uid
+    ds.PatientName, ds.PatientID = study.patient_name, study.patient_id
+    ds.PatientBirthDate, ds.PatientSex = study.patient_birth_date, study.patient_sex
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study.study_uid, study.study_date, "120000"
+    ds.ContentDate, ds.ContentTime = study.study_date, "120000"
+    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+    ds.Modality = "DX"
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[study.study_uid, g.view, "series"])
+    ds.SeriesNumber, ds.InstanceNumber = instance, 1
+    ds.SeriesDescription = f"Skull {g.view} (PSCT simulated)"
+    ds.Manufacturer = "PSCT simulator"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.ImageLaterality = "U"
+    ds.AnatomicRegionSequence = Sequence([_code("89546000", "SCT", "Skull")])
+    ds.BodyPartExamined = "SKULL"
+    ds.ViewPosition = g.view
+    ds.ViewCodeSequence = Sequence([_code(*VIEW_CODES[g.view])])
+    ds.PatientOrientation = [_letters(g.row_direction), _letters(g.column_direction)]
+    ds.DistanceSourceToDetector = f"{g.sid_mm:.1f}"
+    ds.DistanceSourceToPatient = f"{g.sod_mm:.1f}"
+    ds.EstimatedRadiographicMagnificationFactor = f"{g.magnification:.6f}"
+    ds.ImagerPixelSpacing = [f"{g.pitch_mm[0]:.4f}", f"{g.pitch_mm[1]:.4f}"]
+    ds.DetectorType = "DIRECT"
+    ds.PositionerType = ""
+    ds.KVP = "80"
+    ds.AcquisitionContextSequence = Sequence()
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, STORED_BITS, STORED_BITS - 1, 0
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    ds.WindowCenter, ds.WindowWidth = str(1 << (STORED_BITS - 1)), str(1 << STORED_BITS)
+    ds.LossyImageCompression = "00"
+    ds.BurnedInAnnotation = "NO"
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    return ds
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _letters(direction: tuple[float, float, float]) -> str:
+    """Dominant patient-direction letter of an LPS unit vector."""
+    axis = int(np.argmax(np.abs(direction)))
+    return ("LR", "PA", "HF")[axis][0 if direction[axis] > 0 else 1]

@@ -1,0 +1,46 @@
+"""From displayed radiograph values to the network's input: robust scaling and a fixed size.
+
+Pure numpy. The projection matrix is rescaled with the image so the geometry stays exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.geometry import rescale_projection
+
+INPUT_SHAPE_PX = (256, 256)
+# Percentile scaling: the darkest 1 % (air, open field) -> 0, the brightest 0.5 % (petrous bone,
+# teeth, markers) -> 1. Percentiles, not min/max, so burnt-in labels and dead pixels do not rule.
+LOW_PERCENTILE = 1.0
+HIGH_PERCENTILE = 99.5
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix averaging input pixels over each output pixel's footprint (box filter)."""
+    edges = np.linspace(0.0, n_in, n_out + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    left = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, left + 1) - np.maximum(lo, left), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def resample_area(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Area-average resampling to `shape` (exact for any ratio, down or up)."""
+    rows = _area_weights(image.shape[0], shape[0])
+    cols = _area_weights(image.shape[1], shape[1])
+    return rows @ image @ cols.T
+
+
+def normalise(values: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:
+        high = low + 1.0
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def preprocess(values: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image (1, 1, 256, 256) float32 in [0, 1], projection matrix (3, 4) float32 for that image)."""
+    image = normalise(resample_area(values.astype(np.float64), INPUT_SHAPE_PX))
+    scaled = rescale_projection(matrix, values.shape, INPUT_SHAPE_PX)
+    return image[None, None].astype(np.float32), scaled.astype(np.float32)

@@ -1,0 +1,227 @@
+"""Job store: jobs, their destinations and every received instance (SQLAlchemy; SQLite or PostgreSQL).
+
+The store is the truth about work: the queue only carries job ids, so a lost queue message can be
+re-sent from here (`jobs_to_resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from sqlalchemy import (
+    Select,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+    sessionmaker,
+)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+PENDING, SENT = "pending", "sent"
+# SQLite waits this long for another process's write lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    source: Mapped[str] = mapped_column(String(16))  # rest | dicom
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    pa_path: Mapped[str | None] = mapped_column(Text)  # relative to PSCT_HOME
+    lateral_path: Mapped[str | None] = mapped_column(Text)
+    notes_json: Mapped[str] = mapped_column(Text, default="[]")  # defaults and approximations used
+    model: Mapped[str | None] = mapped_column(String(128))
+    destinations: Mapped[list[Delivery]] = relationship(
+        back_populates="job", order_by="Delivery.destination", cascade="all, delete-orphan"
+    )
+
+    @property
+    def notes(self) -> list[str]:
+        return json.loads(self.notes_json or "[]")
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[str | None] = mapped_column(Text)
+    job: Mapped[Job] = relationship(back_populates="destinations")
+
+
+class Instance(Base):
+    """Every received radiograph; `job_id` is set once it belongs to a job (paired or timed out)."""
+
+    __tablename__ = "instances"
+
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    family: Mapped[str] = mapped_column(String(8))  # pa | lateral
+    path: Mapped[str] = mapped_column(Text)  # relative to PSCT_HOME
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    calling_ae: Mapped[str | None] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored here is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss, not only kill -9
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        # Writers serialise at BEGIN, so pairing's read-then-write cannot race another process.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class JobStore:
+    def __init__(self, url: str) -> None:
+        self.engine = engine_for(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    # -- jobs ------------------------------------------------------------------------------
+    def create_job(
+        self,
+        session: Session,
+        *,
+        source: str,
+        study_uid: str,
+        pa_path: str,
+        lateral_path: str,
+        destinations: list[str],
+        notes: list[str],
+        status: str = QUEUED,
+        error: str | None = None,
+    ) -> Job:
+        now = utcnow()
+        job = Job(
+            id=uuid.uuid4().hex,
+            status=status,
+            progress=0.0,
+            source=source,
+            created_at=now,
+            finished_at=now if status == FAILED else None,
+            error=error,
+            study_instance_uid=study_uid,
+            pa_path=pa_path,
+            lateral_path=lateral_path,
+            notes_json=json.dumps(notes),
+            instances=0,
+        )
+        job.destinations = [Delivery(destination=d, state=PENDING, attempts=0) for d in destinations]
+        session.add(job)
+        session.flush()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self.session() as session:
+            return session.scalar(_job_query().where(Job.id == job_id))
+
+    def list(self, limit: int, offset: int) -> tuple[list[Job], int]:
+        with self.session() as session:
+            total = session.scalar(select(func.count()).select_from(Job)) or 0
+            rows = session.scalars(
+                _job_query().order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+            ).unique()
+            return list(rows), total
+
+    def update(self, job_id: str, **values: object) -> None:
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise KeyError(job_id)
+            for key, value in values.items():
+                setattr(job, key, value)
+
+    def set_delivery(self, job_id: str, destination: str, **values: object) -> None:
+        with self.session() as session:
+            delivery = session.get(Delivery, (job_id, destination))
+            if delivery is None:
+                delivery = Delivery(job_id=job_id, destination=destination, state=PENDING, attempts=0)
+                session.add(delivery)
+            for key, value in values.items():
+                setattr(delivery, key, value)
+
+    def jobs_to_resume(self) -> list[str]:
+        """Jobs a crash may have left without a live queue message."""
+        with self.session() as session:
+            return list(session.scalars(select(Job.id).where(Job.status.in_([QUEUED, RUNNING]))))
+
+    def status_counts(self) -> dict[str, int]:
+        with self.session() as session:
+            return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())  # type: ignore[arg-type]
+
+
+def _job_query() -> Select[tuple[Job]]:
+    return select(Job).options(selectinload(Job.destinations))

@@ -1,0 +1,68 @@
+"""C-STORE of a finished series to one destination, with retries and exponential backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from service.dicom_status import SUCCESS_OR_WARNING, describe
+from service.settings import Destination
+from worker.ct_series import CT_IMAGE_STORAGE
+
+log = logging.getLogger(__name__)
+
+# Seconds to wait for the peer's answers; a PACS busy ingesting can be slow, a dead one should not
+# hold a worker for long.
+ACSE_TIMEOUT_S = 15
+DIMSE_TIMEOUT_S = 60
+
+
+def send_once(paths: list[Path], destination: Destination, calling_ae: str) -> tuple[bool, str]:
+    """(all stored, last status text) for one association carrying every instance."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT_S, DIMSE_TIMEOUT_S, DIMSE_TIMEOUT_S
+    ae.add_requested_context(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+        return False, f"association {reason}"
+    try:
+        for path in paths:
+            status = assoc.send_c_store(path)
+            code = int(status.Status) if "Status" in status else None
+            if code is None:
+                return False, "no C-STORE response (timeout or abort)"
+            if code not in SUCCESS_OR_WARNING:
+                return False, f"C-STORE status {describe(code)}"
+        return True, describe(0)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def deliver(
+    paths: list[Path],
+    destination: Destination,
+    calling_ae: str,
+    attempts: int,
+    backoff_s: float,
+    on_attempt: Callable[[int, bool, str], None],
+) -> bool:
+    """Try up to `attempts` times, sleeping backoff_s * 2**k between tries; report each attempt."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ok, status = send_once(paths, destination, calling_ae)
+        except (OSError, RuntimeError) as exc:
+            ok, status = False, f"{type(exc).__name__}: {exc}"
+        on_attempt(attempt, ok, status)
+        if ok:
+            return True
+        log.warning("delivery to %s failed (attempt %d/%d): %s", destination, attempt, attempts, status)
+        if attempt < attempts:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    return False

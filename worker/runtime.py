@@ -1,0 +1,74 @@
+"""The ONNX model runtime: one session per process, its sidecar checked before the model loads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "weights" / "physics-baseline.onnx"
+
+
+class ModelFileError(RuntimeError):
+    """The model file is missing, altered or does not match its sidecar."""
+
+
+@dataclass(frozen=True)
+class ModelRuntime:
+    session: ort.InferenceSession
+    sidecar: dict
+    path: Path
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        return tuple(self.sidecar["output_grid"]["shape_zyx"])  # type: ignore[return-value]
+
+    @property
+    def voxel_mm(self) -> float:
+        return float(self.sidecar["output_grid"]["voxel_mm"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.sidecar['name']} {self.sidecar['version']}"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """HU volume (z, y, x) for the preprocessed views and matrices."""
+        output = self.session.run([self.sidecar["outputs"][0]["name"]], feeds)[0]
+        return np.asarray(output[0, 0], dtype=np.float32)
+
+
+def providers() -> list[str]:
+    """CUDA when this onnxruntime build and machine offer it, else CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def load(path: Path) -> ModelRuntime:
+    sidecar_path = path.with_suffix(".json")
+    if not path.is_file() or not sidecar_path.is_file():
+        raise ModelFileError(f"model {path} or its sidecar {sidecar_path.name} is missing")
+    sidecar = json.loads(sidecar_path.read_text())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sidecar.get("sha256"):
+        raise ModelFileError(f"model {path.name} sha256 {digest} does not match its sidecar {sidecar.get('sha256')}")
+    # onnxruntime-gpu lists CUDA even where its libraries are missing, logs an error and falls back
+    # to CPU: expected on CPU-only hosts, so keep only errors that stop the load.
+    ort.set_default_logger_severity(4)
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers())
+    log.info("loaded %s %s on %s", sidecar["name"], sidecar["version"], session.get_providers()[0])
+    return ModelRuntime(session, sidecar, path)
+
+
+@lru_cache(maxsize=2)
+def cached(path: Path) -> ModelRuntime:
+    """The process's session for `path`: loaded once, reused by every task."""
+    return load(path)
