@@ -29,6 +29,10 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
+# The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "weights" / "physics-baseline.onnx"
+
+
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -54,7 +58,7 @@ class Settings(BaseSettings):
     # Not in the contract's table: delivery retry policy and the model file to serve.
     delivery_attempts: int = Field(5, ge=1)
     delivery_backoff_s: float = Field(2.0, ge=0)
-    model_path: Path | None = None
+    model_path: Path = DEFAULT_MODEL
 
     @field_validator("home")
     @classmethod

@@ -48,6 +48,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -163,10 +167,11 @@ class JobStore:
         notes: list[str],
         status: str = QUEUED,
         error: str | None = None,
+        job_id: str | None = None,
     ) -> Job:
         now = utcnow()
         job = Job(
-            id=uuid.uuid4().hex,
+            id=job_id or new_job_id(),
             status=status,
             progress=0.0,
             source=source,

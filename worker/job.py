@@ -19,13 +19,9 @@ from worker import delivery
 from worker.ct_series import SeriesUids, ct_series
 from worker.pipeline import reconstruct
 from worker.preview import preview_png
-from worker.runtime import DEFAULT_MODEL, ModelRuntime, cached
+from worker.runtime import ModelRuntime, cached
 
 log = logging.getLogger(__name__)
-
-
-def model_path(settings: Settings) -> Path:
-    return settings.model_path or DEFAULT_MODEL
 
 
 def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None:
@@ -38,7 +34,7 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
         return
     store.update(job_id, status=RUNNING, started_at=utcnow(), progress=0.05, error=None)
     try:
-        runtime = cached(model_path(settings))
+        runtime = cached(settings.model_path)
         pa = dcmread(settings.home / str(job.pa_path))
         lateral = dcmread(settings.home / str(job.lateral_path))
         volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p))

@@ -14,9 +14,6 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "weights" / "physics-baseline.onnx"
-
-
 class ModelFileError(RuntimeError):
     """The model file is missing, altered or does not match its sidecar."""
 

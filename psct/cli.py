@@ -1,0 +1,242 @@
+"""`psct`: the command line. It only wires the parts together; each part lives in its package."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="PSCT: research skull CT from two radiographs. "
+                  "Not for diagnostic use.")
+log = logging.getLogger("psct")
+# After SIGTERM, the worker gets this long to finish its task before it is killed; the job then
+# resumes at the next start. Below the contract's 30 s exit limit.
+WORKER_STOP_GRACE_S = 20.0
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from service.settings import get_settings
+
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"PSCT_{key.upper()}"] = str(value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guard_binding(settings) -> None:  # type: ignore[no-untyped-def]
+    if not _is_loopback(settings.http_host) and not settings.api_key_list:
+        typer.echo(
+            f"refusing to bind REST to {settings.http_host}: set PSCT_API_KEYS when binding off loopback", err=True
+        )
+        raise typer.Exit(2)
+    settings.destination_list  # noqa: B018 - validates PSCT_DESTINATIONS before anything starts
+    settings.allowed_networks  # noqa: B018
+
+
+def _resume_jobs(settings) -> None:  # type: ignore[no-untyped-def]
+    """Embedded queue: the store is the truth, so drop stale messages and queue every unfinished job."""
+    from service.queue import celery_app, enqueue_reconstruction
+    from service.store import JobStore
+
+    celery_app().control.purge()
+    for job_id in JobStore(settings.database).jobs_to_resume():
+        log.info("resuming job %s", job_id)
+        enqueue_reconstruction(job_id)
+
+
+def _run_gateway(settings) -> None:  # type: ignore[no-untyped-def]
+    """Serve REST until SIGINT/SIGTERM, then return (uvicorn alone would re-raise the signal and
+    kill the process before the listener and the worker are stopped)."""
+    import uvicorn
+
+    from service.api import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = Server(uvicorn.Config(create_app(), host=settings.http_host, port=settings.http_port, log_level="info"))
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    server.run()
+
+
+def _listener(settings):  # type: ignore[no-untyped-def]
+    from service.listener import Listener
+    from service.queue import enqueue_reconstruction
+    from service.store import JobStore
+
+    return Listener(settings, JobStore(settings.database), enqueue_reconstruction)
+
+
+Host = Annotated[str | None, typer.Option(help="REST bind address (PSCT_HTTP_HOST)")]
+Port = Annotated[int | None, typer.Option(help="REST port (PSCT_HTTP_PORT)")]
+DicomPort = Annotated[int | None, typer.Option(help="DICOM port (PSCT_DICOM_PORT)")]
+Home = Annotated[Path | None, typer.Option(help="data folder (PSCT_HOME)")]
+
+
+@app.command()
+def serve(home: Home = None, http_host: Host = None, http_port: Port = None, dicom_port: DicomPort = None) -> None:
+    """All in one: REST gateway, DICOM listener and a worker, embedded queue and store under PSCT_HOME."""
+    _logging()
+    settings = _settings(home=home, http_host=http_host, http_port=http_port, dicom_port=dicom_port)
+    _guard_binding(settings)
+    if settings.embedded_queue:
+        _resume_jobs(settings)
+    worker = subprocess.Popen([sys.executable, "-m", "psct.cli", "worker"], env=os.environ.copy())
+    listener = _listener(settings)
+    listener.start()
+    try:
+        _run_gateway(settings)
+    finally:
+        listener.stop()
+        _stop_worker(worker)
+    log.info("psct stopped")
+
+
+def _stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)  # Celery warm shutdown: finish the current task
+        try:
+            worker.wait(WORKER_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.warning("worker still busy after %.0f s: killed, its job resumes at the next start",
+                        WORKER_STOP_GRACE_S)
+            worker.kill()
+            worker.wait()
+
+
+@app.command()
+def gateway(home: Home = None, http_host: Host = None, http_port: Port = None) -> None:
+    """The REST gateway alone (scale-out on a shared broker and store)."""
+    _logging()
+    settings = _settings(home=home, http_host=http_host, http_port=http_port)
+    _guard_binding(settings)
+    _run_gateway(settings)
+
+
+@app.command()
+def scp(home: Home = None, dicom_port: DicomPort = None) -> None:
+    """The DICOM listener alone."""
+    _logging()
+    settings = _settings(home=home, dicom_port=dicom_port)
+    listener = _listener(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    listener.start()
+    stop.wait()
+    listener.stop()
+
+
+@app.command()
+def worker(home: Home = None) -> None:
+    """A Celery worker: one task at a time, one ONNX session per process."""
+    _settings(home=home)
+    from worker.tasks import app as celery
+
+    celery.worker_main(
+        ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    )
+
+
+@app.command()
+def reconstruct(
+    pa: Path,
+    lateral: Path,
+    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the CT series")],
+    preview: Annotated[Path | None, typer.Option(help="also write a preview PNG here")] = None,
+    model: Annotated[Path | None, typer.Option(help=".onnx model (default: the shipped one)")] = None,
+) -> None:
+    """Offline one-shot reconstruction of one pair into a CT series folder."""
+    from psct.offline import reconstruct_files
+
+    try:
+        count = reconstruct_files(pa, lateral, output, preview, model)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {count} CT instances to {output} (research reconstruction, not for diagnostic use)")
+
+
+@app.command()
+def simulate(
+    age: Annotated[float, typer.Option(min=0, max=18, help="age in years")],
+    output: Annotated[Path, typer.Option("-o", "--output")],
+    seed: int = 0,
+    monochrome1: bool = False,
+) -> None:
+    """Write a synthetic PA + lateral DICOM pair and its ground truth (minimal ellipsoid phantom)."""
+    from psct.offline import write_simulated_pair
+
+    for path in write_simulated_pair(age, seed, output, monochrome1):
+        typer.echo(path)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("demo"),
+    age: float = 6.0,
+    seed: int = 0,
+) -> None:
+    """Simulate -> reconstruct -> metrics + preview PNG, in one go."""
+    from psct.offline import run_demo
+
+    for line in run_demo(output, age, seed):
+        typer.echo(line)
+
+
+@app.command("export")
+def export_model(
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("model/weights/physics-baseline.onnx"),
+    baseline: Annotated[bool, typer.Option(help="export the physics baseline (the only model so far)")] = True,
+) -> None:
+    """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
+    from model import __version__
+    from model.export import export_physics_baseline
+
+    if not baseline:
+        typer.echo("only the physics baseline exists so far (PSCT-Net training is issue #5)", err=True)
+        raise typer.Exit(2)
+    sidecar = export_physics_baseline(output, __version__)
+    typer.echo(f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
+               f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

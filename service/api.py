@@ -1,0 +1,255 @@
+"""REST gateway (CONTRACT.md "REST"): routes are short and delegate to intake, store and queue."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import shutil
+import zipfile
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+from service import files, metrics
+from service.errors import InputError
+from service.intake import Radiograph, check_pair, inspect, parse
+from service.queue import enqueue_reconstruction, enqueue_resend, ping_broker
+from service.readiness import model_check
+from service.settings import Settings, get_settings
+from service.store import SUCCEEDED, Job, JobStore, aware, new_job_id
+from service.upload import UploadTooLarge, receive_files
+
+log = logging.getLogger(__name__)
+RESEARCH_NOTICE = "PSCT output is a research reconstruction, not for diagnostic use."
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+UPLOAD_FIELDS = {"pa", "lateral"}
+
+
+@lru_cache(maxsize=8)
+def store_for(url: str) -> JobStore:
+    return JobStore(url)
+
+
+def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> JobStore:
+    store = store_for(settings.database)
+    metrics.JOBS.counts = store.status_counts
+    return store
+
+
+def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    keys = settings.api_key_list
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    # Compare against every key in constant time, so timing does not reveal a prefix or which key.
+    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in keys]
+    if scheme.lower() != "bearer" or not any(matches):
+        raise HTTPException(401, "missing or wrong API key (Authorization: Bearer KEY)")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="job id (32 hex digits)")]
+
+
+class DestinationOut(BaseModel):
+    destination: str
+    state: str
+    attempts: int
+    last_status: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    instances: int
+    destinations: list[DestinationOut]
+    source: str
+    model: str | None
+    geometry_notes: list[str]
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id, status=job.status, progress=job.progress, created_at=aware(job.created_at),
+            started_at=aware(job.started_at), finished_at=aware(job.finished_at), error=job.error,
+            study_instance_uid=job.study_instance_uid, series_instance_uid=job.series_instance_uid,
+            instances=job.instances, source=job.source, model=job.model, geometry_notes=job.notes,
+            destinations=[
+                DestinationOut(destination=d.destination, state=d.state, attempts=d.attempts, last_status=d.last_status)
+                for d in job.destinations
+            ],
+        )  # type: ignore[arg-type]
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+
+
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["pa", "lateral"],
+                "properties": {
+                    "pa": {"type": "string", "format": "binary", "description": "PA or AP radiograph (DICOM)"},
+                    "lateral": {"type": "string", "format": "binary", "description": "LL or RL radiograph (DICOM)"},
+                },
+            }
+        }
+    },
+}
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="PSCT",
+        version="0.1.0",
+        description="3D skull reconstruction from a PA + lateral radiograph pair. " + RESEARCH_NOTICE,
+    )
+
+    @app.exception_handler(InputError)
+    async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
+        status = 413 if isinstance(exc, UploadTooLarge) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    secured = [Depends(require_api_key)]
+
+    @app.post("/reconstructions", status_code=202, response_model=JobOut, dependencies=secured,
+              openapi_extra={"requestBody": UPLOAD_BODY})
+    async def submit(request: Request, response: Response, settings: SettingsDep, store: StoreDep) -> JobOut:
+        job_id = new_job_id()
+        folder = files.upload_dir(settings.home, job_id)
+        try:
+            paths = await receive_files(
+                request.headers.get("content-type"), request.headers.get("content-length"), request.stream(),
+                folder, UPLOAD_FIELDS, settings.max_upload_bytes,
+            )
+            pa, lateral = await run_in_threadpool(_inspect_pair, paths["pa"].read_bytes(), paths["lateral"].read_bytes())
+        except InputError:
+            metrics.UPLOADS.labels("refused").inc()
+            shutil.rmtree(folder, ignore_errors=True)  # nothing was acknowledged
+            raise
+        with store.session() as session:
+            job = store.create_job(
+                session, job_id=job_id, source="rest", study_uid=pa.study_uid,
+                pa_path=str(paths["pa"].relative_to(settings.home)),
+                lateral_path=str(paths["lateral"].relative_to(settings.home)),
+                destinations=[str(d) for d in settings.destination_list], notes=pa.notes + lateral.notes,
+            )
+        _enqueue(enqueue_reconstruction, job.id)
+        metrics.UPLOADS.labels("accepted").inc()
+        response.headers["Location"] = f"/reconstructions/{job.id}"
+        return JobOut.of(store.get(job.id))  # type: ignore[arg-type]
+
+    @app.get("/reconstructions", response_model=JobList, dependencies=secured)
+    def list_jobs(
+        store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
+    ) -> JobList:
+        jobs, total = store.list(limit, offset)
+        return JobList(items=[JobOut.of(j) for j in jobs], total=total)
+
+    @app.get("/reconstructions/{job_id}", response_model=JobOut, dependencies=secured)
+    def get_job(job_id: JobId, store: StoreDep) -> JobOut:
+        return JobOut.of(_job(store, job_id))
+
+    @app.get("/reconstructions/{job_id}/series", dependencies=secured,
+             responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not succeeded yet"}})
+    def get_series(job_id: JobId, store: StoreDep, settings: SettingsDep) -> Response:
+        job = _job(store, job_id)
+        paths = files.series_files(settings.home, job_id)
+        if job.status != SUCCEEDED or not paths:
+            raise HTTPException(409, f"job {job_id} is {job.status}: the series is downloadable once it succeeded")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in paths:
+                archive.write(path, f"{job.series_instance_uid}/{path.name}")
+        return Response(
+            buffer.getvalue(), media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="psct-{job_id}.zip"'},
+        )
+
+    @app.get("/reconstructions/{job_id}/preview.png", dependencies=secured,
+             responses={200: {"content": {"image/png": {}}}, 409: {"description": "no reconstruction yet"}})
+    def get_preview(job_id: JobId, store: StoreDep, settings: SettingsDep) -> FileResponse:
+        job = _job(store, job_id)
+        path = files.preview_path(settings.home, job_id)
+        if not path.is_file():
+            raise HTTPException(409, f"job {job_id} is {job.status}: no reconstruction to preview yet")
+        return FileResponse(path, media_type="image/png")
+
+    @app.post("/reconstructions/{job_id}/resend", status_code=202, response_model=JobOut, dependencies=secured)
+    def resend(job_id: JobId, store: StoreDep, settings: SettingsDep) -> JobOut:
+        job = _job(store, job_id)
+        if not job.series_instance_uid or not files.series_files(settings.home, job_id):
+            raise HTTPException(409, f"job {job_id} is {job.status}: no series to resend yet")
+        _enqueue(enqueue_resend, job_id)
+        return JobOut.of(job)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
+        checks = {"model": model_check(settings), "store": _check(store.ping), "queue": _check(ping_broker)}
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", dependencies=secured)
+    def get_metrics(_store: StoreDep) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _inspect_pair(pa_bytes: bytes, lateral_bytes: bytes) -> tuple[Radiograph, Radiograph]:
+    views = []
+    for name, data in (("pa", pa_bytes), ("lateral", lateral_bytes)):
+        dataset = parse(data, f"field {name!r}")
+        try:
+            views.append(inspect(dataset))
+        except InputError as exc:
+            raise InputError(f"field {name!r}: {exc}") from None
+    pa, lateral = views
+    check_pair(pa, lateral)
+    return pa, lateral
+
+
+def _job(store: JobStore, job_id: str) -> Job:
+    job = store.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+def _enqueue(send, job_id: str) -> None:  # type: ignore[no-untyped-def]
+    # The job is committed: if the broker is down it is resumed at the next start, not lost.
+    try:
+        send(job_id)
+    except Exception:
+        log.exception("could not queue job %s; it stays queued in the store", job_id)
+
+
+def _check(probe) -> str:  # type: ignore[no-untyped-def]
+    try:
+        probe()
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    return "ok"
