@@ -61,8 +61,15 @@ def export(module: torch.nn.Module, onnx_path: Path, metadata: dict) -> dict:
     inputs = example_inputs()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        module, inputs, str(onnx_path), input_names=INPUT_NAMES, output_names=[OUTPUT_NAME],
-        opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+        module,
+        inputs,
+        str(onnx_path),
+        input_names=INPUT_NAMES,
+        output_names=[OUTPUT_NAME],
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
     )
     max_diff_hu = verify(module, onnx_path, inputs)
     h, w = INPUT_SHAPE_PX

@@ -101,8 +101,7 @@ class ViewGeometry:
             raise GeometryError(f"view must be one of {sorted(BEAM_DIRECTION_LPS)}, got {self.view!r}")
         if not 0.0 < self.sod_mm < self.sid_mm:
             raise GeometryError(
-                f"need 0 < source-to-isocentre < source-to-detector, got sod_mm={self.sod_mm:g}, "
-                f"sid_mm={self.sid_mm:g}"
+                f"need 0 < source-to-isocentre < source-to-detector, got sod_mm={self.sod_mm:g}, sid_mm={self.sid_mm:g}"
             )
         if min(self.pitch_mm) <= 0.0 or min(self.shape_px) < 2:
             raise GeometryError(f"need positive pitch and >= 2 pixels, got {self.pitch_mm}, {self.shape_px}")
@@ -133,9 +132,7 @@ def projection_matrix(g: ViewGeometry) -> np.ndarray:
     pitch_row_mm, pitch_col_mm = g.pitch_mm
     cu, cv = (cols - 1) / 2.0, (rows - 1) / 2.0
     # Central projection onto the plane at sid_mm: u = sid * (X'.e_u) / (X'.b) / pitch + cu, X' = X - s.
-    intrinsic = np.stack(
-        [g.sid_mm / pitch_col_mm * e_u + cu * b, g.sid_mm / pitch_row_mm * e_v + cv * b, b]
-    )
+    intrinsic = np.stack([g.sid_mm / pitch_col_mm * e_u + cu * b, g.sid_mm / pitch_row_mm * e_v + cv * b, b])
     extrinsic = np.concatenate([np.eye(3), -g.source_mm[:, None]], axis=1)
     return intrinsic @ extrinsic
 
@@ -205,9 +202,7 @@ def resolve_view(tags: GeometryTags) -> ViewGeometry:
             )
         sod_mm = sid_mm / factor
     elif tags.source_to_patient_mm is not None:
-        sod_mm = _check_range(
-            "DistanceSourceToPatient (0018,1111)", tags.source_to_patient_mm, 1.0, sid_mm, " mm"
-        )
+        sod_mm = _check_range("DistanceSourceToPatient (0018,1111)", tags.source_to_patient_mm, 1.0, sid_mm, " mm")
         notes.append(
             f"{view}: source-to-isocentre approximated by DistanceSourceToPatient {sod_mm:g} mm "
             "(defined to the patient's near side, not the head centre)"

@@ -30,8 +30,12 @@ class SimulatedPair:
 def sim_geometry(view: str) -> ViewGeometry:
     return resolve_view(
         GeometryTags(
-            view=view, rows=SIM_DETECTOR_PX, columns=SIM_DETECTOR_PX, sid_mm=SIM_SID_MM,
-            source_to_patient_mm=None, magnification=SIM_SID_MM / SIM_SOD_MM,
+            view=view,
+            rows=SIM_DETECTOR_PX,
+            columns=SIM_DETECTOR_PX,
+            sid_mm=SIM_SID_MM,
+            source_to_patient_mm=None,
+            magnification=SIM_SID_MM / SIM_SOD_MM,
             imager_pitch_mm=(SIM_PITCH_MM, SIM_PITCH_MM),
         )
     )

@@ -16,8 +16,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="PSCT: research skull CT from two radiographs. "
-                  "Not for diagnostic use.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="PSCT: research skull CT from two radiographs. Not for diagnostic use.",
+)
 log = logging.getLogger("psct")
 # After SIGTERM, the worker gets this long to finish its task before it is killed; the job then
 # resumes at the next start. Below the contract's 30 s exit limit.
@@ -131,8 +134,9 @@ def _stop_worker(worker: subprocess.Popen) -> None:
         try:
             worker.wait(WORKER_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            log.warning("worker still busy after %.0f s: killed, its job resumes at the next start",
-                        WORKER_STOP_GRACE_S)
+            log.warning(
+                "worker still busy after %.0f s: killed, its job resumes at the next start", WORKER_STOP_GRACE_S
+            )
             worker.kill()
             worker.wait()
 
@@ -181,10 +185,11 @@ def reconstruct(
 ) -> None:
     """Offline one-shot reconstruction of one pair into a CT series folder."""
     from psct.offline import reconstruct_files
+    from service.errors import InputError
 
     try:
         count = reconstruct_files(pa, lateral, output, preview, model)
-    except ValueError as exc:
+    except (ValueError, InputError) as exc:  # ModelInputError is a ValueError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"wrote {count} CT instances to {output} (research reconstruction, not for diagnostic use)")
@@ -230,8 +235,10 @@ def export_model(
         typer.echo("only the physics baseline exists so far (PSCT-Net training is issue #5)", err=True)
         raise typer.Exit(2)
     sidecar = export_physics_baseline(output, __version__)
-    typer.echo(f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
-               f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)")
+    typer.echo(
+        f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
+        f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)"
+    )
 
 
 def main() -> None:

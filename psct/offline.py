@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from model.simulate import simulate_pair
 from service import files
+from service.intake import parse
 from service.settings import DEFAULT_MODEL
 from worker.ct_series import ct_series
 from worker.pipeline import reconstruct
@@ -25,13 +26,14 @@ BONE_THRESHOLD_HU = 300.0
 def reconstruct_files(pa: Path, lateral: Path, output: Path, preview: Path | None, model: Path | None) -> int:
     with tqdm(total=4, desc="reconstruct", unit="step") as bar:
         runtime = cached(model or DEFAULT_MODEL)
-        pa_ds, lateral_ds = dcmread(pa), dcmread(lateral)
+        pa_ds, lateral_ds = parse(pa.read_bytes(), str(pa)), parse(lateral.read_bytes(), str(lateral))
         bar.update(1)
         volume, notes = reconstruct(pa_ds, lateral_ds, runtime)
         bar.update(1)
         # Offline runs have no job: a fresh id, so two runs never share UIDs.
-        datasets = ct_series(volume, runtime.voxel_mm, pa_ds, lateral_ds, uuid.uuid4().hex, runtime.sidecar,
-                             datetime.now(UTC))
+        datasets = ct_series(
+            volume, runtime.voxel_mm, pa_ds, lateral_ds, uuid.uuid4().hex, runtime.sidecar, datetime.now(UTC)
+        )
         output.mkdir(parents=True, exist_ok=True)
         for ds in datasets:
             ds.save_as(output / f"CT{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)

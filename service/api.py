@@ -7,6 +7,7 @@ import io
 import logging
 import shutil
 import zipfile
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
@@ -84,15 +85,24 @@ class JobOut(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobOut:
         return cls(
-            id=job.id, status=job.status, progress=job.progress, created_at=aware(job.created_at),
-            started_at=aware(job.started_at), finished_at=aware(job.finished_at), error=job.error,
-            study_instance_uid=job.study_instance_uid, series_instance_uid=job.series_instance_uid,
-            instances=job.instances, source=job.source, model=job.model, geometry_notes=job.notes,
+            id=job.id,
+            status=job.status,
+            progress=job.progress,
+            created_at=aware(job.created_at),
+            started_at=aware(job.started_at),
+            finished_at=aware(job.finished_at),
+            error=job.error,
+            study_instance_uid=job.study_instance_uid,
+            series_instance_uid=job.series_instance_uid,
+            instances=job.instances,
+            source=job.source,
+            model=job.model,
+            geometry_notes=job.notes,
             destinations=[
                 DestinationOut(destination=d.destination, state=d.state, attempts=d.attempts, last_status=d.last_status)
                 for d in job.destinations
             ],
-        )  # type: ignore[arg-type]
+        )
 
 
 class JobList(BaseModel):
@@ -131,27 +141,42 @@ def create_app() -> FastAPI:
 
     secured = [Depends(require_api_key)]
 
-    @app.post("/reconstructions", status_code=202, response_model=JobOut, dependencies=secured,
-              openapi_extra={"requestBody": UPLOAD_BODY})
+    @app.post(
+        "/reconstructions",
+        status_code=202,
+        response_model=JobOut,
+        dependencies=secured,
+        openapi_extra={"requestBody": UPLOAD_BODY},
+    )
     async def submit(request: Request, response: Response, settings: SettingsDep, store: StoreDep) -> JobOut:
         job_id = new_job_id()
         folder = files.upload_dir(settings.home, job_id)
         try:
             paths = await receive_files(
-                request.headers.get("content-type"), request.headers.get("content-length"), request.stream(),
-                folder, UPLOAD_FIELDS, settings.max_upload_bytes,
+                request.headers.get("content-type"),
+                request.headers.get("content-length"),
+                request.stream(),
+                folder,
+                UPLOAD_FIELDS,
+                settings.max_upload_bytes,
             )
-            pa, lateral = await run_in_threadpool(_inspect_pair, paths["pa"].read_bytes(), paths["lateral"].read_bytes())
+            pa, lateral = await run_in_threadpool(
+                _inspect_pair, paths["pa"].read_bytes(), paths["lateral"].read_bytes()
+            )
         except InputError:
             metrics.UPLOADS.labels("refused").inc()
             shutil.rmtree(folder, ignore_errors=True)  # nothing was acknowledged
             raise
         with store.session() as session:
             job = store.create_job(
-                session, job_id=job_id, source="rest", study_uid=pa.study_uid,
+                session,
+                job_id=job_id,
+                source="rest",
+                study_uid=pa.study_uid,
                 pa_path=str(paths["pa"].relative_to(settings.home)),
                 lateral_path=str(paths["lateral"].relative_to(settings.home)),
-                destinations=[str(d) for d in settings.destination_list], notes=pa.notes + lateral.notes,
+                destinations=[str(d) for d in settings.destination_list],
+                notes=pa.notes + lateral.notes,
             )
         _enqueue(enqueue_reconstruction, job.id)
         metrics.UPLOADS.labels("accepted").inc()
@@ -162,15 +187,18 @@ def create_app() -> FastAPI:
     def list_jobs(
         store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
     ) -> JobList:
-        jobs, total = store.list(limit, offset)
+        jobs, total = store.page(limit, offset)
         return JobList(items=[JobOut.of(j) for j in jobs], total=total)
 
     @app.get("/reconstructions/{job_id}", response_model=JobOut, dependencies=secured)
     def get_job(job_id: JobId, store: StoreDep) -> JobOut:
         return JobOut.of(_job(store, job_id))
 
-    @app.get("/reconstructions/{job_id}/series", dependencies=secured,
-             responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not succeeded yet"}})
+    @app.get(
+        "/reconstructions/{job_id}/series",
+        dependencies=secured,
+        responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not succeeded yet"}},
+    )
     def get_series(job_id: JobId, store: StoreDep, settings: SettingsDep) -> Response:
         job = _job(store, job_id)
         paths = files.series_files(settings.home, job_id)
@@ -181,12 +209,16 @@ def create_app() -> FastAPI:
             for path in paths:
                 archive.write(path, f"{job.series_instance_uid}/{path.name}")
         return Response(
-            buffer.getvalue(), media_type="application/zip",
+            buffer.getvalue(),
+            media_type="application/zip",
             headers={"Content-Disposition": f'attachment; filename="psct-{job_id}.zip"'},
         )
 
-    @app.get("/reconstructions/{job_id}/preview.png", dependencies=secured,
-             responses={200: {"content": {"image/png": {}}}, 409: {"description": "no reconstruction yet"}})
+    @app.get(
+        "/reconstructions/{job_id}/preview.png",
+        dependencies=secured,
+        responses={200: {"content": {"image/png": {}}}, 409: {"description": "no reconstruction yet"}},
+    )
     def get_preview(job_id: JobId, store: StoreDep, settings: SettingsDep) -> FileResponse:
         job = _job(store, job_id)
         path = files.preview_path(settings.home, job_id)
@@ -239,7 +271,7 @@ def _job(store: JobStore, job_id: str) -> Job:
     return job
 
 
-def _enqueue(send, job_id: str) -> None:  # type: ignore[no-untyped-def]
+def _enqueue(send: Callable[[str], None], job_id: str) -> None:
     # The job is committed: if the broker is down it is resumed at the next start, not lost.
     try:
         send(job_id)
@@ -247,7 +279,7 @@ def _enqueue(send, job_id: str) -> None:  # type: ignore[no-untyped-def]
         log.exception("could not queue job %s; it stays queued in the store", job_id)
 
 
-def _check(probe) -> str:  # type: ignore[no-untyped-def]
+def _check(probe: Callable[[], object]) -> str:
     try:
         probe()
     except Exception as exc:

@@ -11,4 +11,3 @@ class ConfigError(ServiceError):
 
 class InputError(ServiceError):
     """Bad input from a client or a PACS: a 4xx or a refusing DICOM status, never a retry."""
-

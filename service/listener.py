@@ -14,10 +14,10 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -29,7 +29,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from model.radiograph import RADIOGRAPH_SOP_CLASSES
@@ -46,9 +46,18 @@ log = logging.getLogger(__name__)
 # Everything pylibjpeg, -openjpeg and -rle decode (CONTRACT.md: uncompressed, JPEG baseline/lossless,
 # JPEG 2000, RLE); JPEG-LS decodes through pylibjpeg-libjpeg too.
 TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
-    JPEG2000Lossless, JPEG2000, RLELossless,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
 ]
 # ErrorComment (0000,0902) is LO: 64 characters at most.
 ERROR_COMMENT_MAX = 64
@@ -84,8 +93,11 @@ def on_store(event: Event, settings: Settings, store: JobStore, enqueue: Callabl
         job_id = register(
             store,
             Arrival(
-                sop_uid=radiograph.sop_uid, study_uid=radiograph.study_uid, family=radiograph.family,
-                path=str(path.relative_to(settings.home)), calling_ae=event.assoc.requestor.ae_title,
+                sop_uid=radiograph.sop_uid,
+                study_uid=radiograph.study_uid,
+                family=radiograph.family,
+                path=str(path.relative_to(settings.home)),
+                calling_ae=event.assoc.requestor.ae_title,
             ),
             [str(d) for d in settings.destination_list],
         )
@@ -136,24 +148,27 @@ class Listener:
         self.ae.require_calling_aet = settings.allowed_ae_list
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.server: AllowlistServer | None = None
+        self.server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, on_store, [self.settings, self.store, self.enqueue]),
             (evt.EVT_REJECTED, _on_rejected),
         ]
         server_class = type("Server", (AllowlistServer,), {"allowed": self.settings.allowed_networks})
-        self.server = self.ae.make_server(
+        server = self.ae.make_server(
             (self.settings.dicom_host, self.settings.dicom_port), evt_handlers=handlers, server_class=server_class
         )
+        self.server = server
         self._threads = [
-            threading.Thread(target=self.server.serve_forever, name="dicom-listener", daemon=True),
+            threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True),
             threading.Thread(target=self._sweep, name="pair-timeout", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-        log.info("DICOM listener %s on %s:%d", self.settings.ae_title, self.settings.dicom_host, self.settings.dicom_port)
+        log.info(
+            "DICOM listener %s on %s:%d", self.settings.ae_title, self.settings.dicom_host, self.settings.dicom_port
+        )
 
     def _sweep(self) -> None:
         interval = min(SWEEP_INTERVAL_S, self.settings.pair_timeout_s / 4)

@@ -12,7 +12,9 @@ REGISTRY = CollectorRegistry()
 UPLOADS = Counter("psct_rest_submissions", "REST submissions by outcome", ["outcome"], registry=REGISTRY)
 STORES = Counter("psct_dicom_stores", "C-STORE requests by outcome", ["outcome"], registry=REGISTRY)
 REJECTED_ASSOCIATIONS = Counter(
-    "psct_dicom_associations_rejected", "Associations refused by the AE or host allowlist", ["reason"],
+    "psct_dicom_associations_rejected",
+    "Associations refused by the AE or host allowlist",
+    ["reason"],
     registry=REGISTRY,
 )
 

@@ -51,8 +51,13 @@ def register(store: JobStore, arrival: Arrival, destinations: list[str]) -> str 
             return None
         pa, lateral = (instance, partner) if arrival.family == "pa" else (partner, instance)
         job = store.create_job(
-            session, source="dicom", study_uid=arrival.study_uid, pa_path=pa.path, lateral_path=lateral.path,
-            destinations=destinations, notes=[],
+            session,
+            source="dicom",
+            study_uid=arrival.study_uid,
+            pa_path=pa.path,
+            lateral_path=lateral.path,
+            destinations=destinations,
+            notes=[],
         )
         instance.job_id = job.id
         partner.job_id = partner.job_id or job.id
@@ -84,9 +89,15 @@ def expire_half_pairs(store: JobStore, timeout_s: float) -> list[str]:
                 f"{FAMILY_NAMES[missing]} view within {timeout_s:g} s"
             )
             job = store.create_job(
-                session, source="dicom", study_uid=study_uid,
-                pa_path=newest.path if have == "pa" else "", lateral_path=newest.path if have != "pa" else "",
-                destinations=[], notes=[], status=FAILED, error=message,
+                session,
+                source="dicom",
+                study_uid=study_uid,
+                pa_path=newest.path if have == "pa" else "",
+                lateral_path=newest.path if have != "pa" else "",
+                destinations=[],
+                notes=[],
+                status=FAILED,
+                error=message,
             )
             for instance in instances:
                 instance.job_id = job.id

@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
-    Select,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    Select,
     String,
     Text,
     create_engine,
@@ -27,7 +29,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -117,7 +119,7 @@ def aware(value: datetime | None) -> datetime | None:
 
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -126,13 +128,16 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):  # type: ignore[no-untyped-def]
+    def _begin(connection: Any) -> None:
         # Writers serialise at BEGIN, so pairing's read-then-write cannot race another process.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
+    database = make_url(url).database
+    if url.startswith("sqlite") and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
@@ -193,7 +198,7 @@ class JobStore:
         with self.session() as session:
             return session.scalar(_job_query().where(Job.id == job_id))
 
-    def list(self, limit: int, offset: int) -> tuple[list[Job], int]:
+    def page(self, limit: int, offset: int) -> tuple[list[Job], int]:
         with self.session() as session:
             total = session.scalar(select(func.count()).select_from(Job)) or 0
             rows = session.scalars(
@@ -225,8 +230,9 @@ class JobStore:
 
     def status_counts(self) -> dict[str, int]:
         with self.session() as session:
-            return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())  # type: ignore[arg-type]
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+            return {status: count for status, count in rows}
 
 
-def _job_query() -> Select[tuple[Job]]:
+def _job_query() -> Select[Job]:
     return select(Job).options(selectinload(Job.destinations))

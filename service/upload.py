@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -36,7 +36,7 @@ class _Parts:
         self.size = 0
         self.written: dict[str, Path] = {}
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks TypedDict
         return {
             "on_part_begin": self._begin,
             "on_header_field": lambda d, s, e: self.header_field.extend(d[s:e]),
@@ -90,8 +90,12 @@ class _Parts:
 
 
 async def receive_files(
-    content_type: str | None, content_length: str | None, body: AsyncIterator[bytes],
-    folder: Path, fields: set[str], limit_bytes: int,
+    content_type: str | None,
+    content_length: str | None,
+    body: AsyncIterator[bytes],
+    folder: Path,
+    fields: set[str],
+    limit_bytes: int,
 ) -> dict[str, Path]:
     """Stream a multipart body into `folder`; returns field -> durable file. Raises InputError."""
     kind, options = parse_options_header(content_type or "")

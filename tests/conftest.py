@@ -139,7 +139,8 @@ def storescp(tmp_path: Path) -> Iterator[Receiver]:
     port = free_port()
     process = subprocess.Popen(
         [require("storescp"), "-aet", "RECEIVER", "-od", str(folder), "-uf", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: port_open(port), START_TIMEOUT_S, "storescp")
     yield Receiver("RECEIVER", port, folder)
@@ -162,10 +163,18 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     folder.mkdir()
     dicom_port, http_port = free_port(), free_port()
     config = {
-        "Name": "psct-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
-        "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
+        "Name": "psct-test",
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "Plugins": [],
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(
@@ -180,9 +189,21 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
 def redis_url(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [require("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            require("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: port_open(port), START_TIMEOUT_S, "redis-server")
     yield f"redis://127.0.0.1:{port}/0"

@@ -11,9 +11,9 @@ from datetime import datetime
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSTIC USE"
 # Stored HU range: air floor of CT, 12-bit scanner ceiling.
 HU_MIN, HU_MAX = -1024, 3071
@@ -24,10 +24,21 @@ SERIES_NUMBER = 9901  # high, so it sorts after the acquired series of the study
 # Patient and study attributes copied from the PA input: (keyword, DICOM type). Type 2 ones are
 # written empty when the input lacks them (PS3.3 C.7.1.1, C.7.2.1).
 COPIED = (
-    ("PatientName", 2), ("PatientID", 2), ("IssuerOfPatientID", 3), ("PatientBirthDate", 2),
-    ("PatientSex", 2), ("PatientAge", 3), ("PatientSize", 3), ("PatientWeight", 3),
-    ("StudyInstanceUID", 1), ("StudyDate", 2), ("StudyTime", 2), ("ReferringPhysicianName", 2),
-    ("StudyID", 2), ("AccessionNumber", 2), ("StudyDescription", 3),
+    ("PatientName", 2),
+    ("PatientID", 2),
+    ("IssuerOfPatientID", 3),
+    ("PatientBirthDate", 2),
+    ("PatientSex", 2),
+    ("PatientAge", 3),
+    ("PatientSize", 3),
+    ("PatientWeight", 3),
+    ("StudyInstanceUID", 1),
+    ("StudyDate", 2),
+    ("StudyTime", 2),
+    ("ReferringPhysicianName", 2),
+    ("StudyID", 2),
+    ("AccessionNumber", 2),
+    ("StudyDescription", 3),
 )
 
 
@@ -44,7 +55,7 @@ class SeriesUids:
         )
 
 
-def instance_uid(job_id: str, index: int) -> str:
+def instance_uid(job_id: str, index: int) -> UID:
     return generate_uid(entropy_srcs=[f"{job_id}/instance/{index}"])
 
 
@@ -76,7 +87,9 @@ def _contributing_equipment(model_name: str, model_version: str, when: datetime)
     item.ManufacturerModelName = model_name[:64]
     item.SoftwareVersions = model_version[:64]
     item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
-    item.ContributionDescription = f"3D research reconstruction from a PA and a lateral radiograph ({NOT_FOR_DIAGNOSIS})"
+    item.ContributionDescription = (
+        f"3D research reconstruction from a PA and a lateral radiograph ({NOT_FOR_DIAGNOSIS})"
+    )
     return Sequence([item])
 
 
@@ -161,7 +174,7 @@ def ct_series(
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.MediaStorageSOPInstanceUID = instance_uid(job_id, k)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds.file_meta = meta

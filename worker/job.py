@@ -40,8 +40,12 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
         volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p))
         write_outputs(job_id, volume, pa, lateral, runtime, settings)
         store.update(
-            job_id, progress=0.8, notes_json=json.dumps(notes), model=runtime.label,
-            series_instance_uid=SeriesUids.for_job(job_id).series, instances=volume.shape[0],
+            job_id,
+            progress=0.8,
+            notes_json=json.dumps(notes),
+            model=runtime.label,
+            series_instance_uid=SeriesUids.for_job(job_id).series,
+            instances=volume.shape[0],
         )
     except ModelInputError as exc:
         _fail(store, job_id, f"input refused: {exc}")
@@ -77,7 +81,9 @@ def deliver_job(job_id: str, store: JobStore, settings: Settings) -> None:
         destination = Destination(row.destination)
         attempts_before = row.attempts
 
-        def record(attempt: int, ok: bool, status: str, name: str = row.destination, base: int = attempts_before) -> None:
+        def record(
+            attempt: int, ok: bool, status: str, name: str = row.destination, base: int = attempts_before
+        ) -> None:
             store.set_delivery(job_id, name, attempts=base + attempt, last_status=status, state=SENT if ok else PENDING)
 
         if not delivery.deliver(

@@ -29,8 +29,6 @@ def reconstruct(
     pa_image, pa_matrix, pa_notes = prepare(pa, "pa")
     lat_image, lat_matrix, lat_notes = prepare(lateral, "lateral")
     progress(0.3)
-    volume = runtime.run(
-        {"pa": pa_image, "lateral": lat_image, "pa_matrix": pa_matrix, "lateral_matrix": lat_matrix}
-    )
+    volume = runtime.run({"pa": pa_image, "lateral": lat_image, "pa_matrix": pa_matrix, "lateral_matrix": lat_matrix})
     progress(0.6)
     return volume, pa_notes + lat_notes

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
+
 class ModelFileError(RuntimeError):
     """The model file is missing, altered or does not match its sidecar."""
 
@@ -26,7 +27,8 @@ class ModelRuntime:
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
-        return tuple(self.sidecar["output_grid"]["shape_zyx"])  # type: ignore[return-value]
+        d, h, w = self.sidecar["output_grid"]["shape_zyx"]
+        return (int(d), int(h), int(w))
 
     @property
     def voxel_mm(self) -> float:

@@ -58,8 +58,7 @@ def test_one_onnx_file_serves_every_geometry_and_equals_torch(sidecar: dict) -> 
     module = PhysicsBaseline(tuple(sidecar["output_grid"]["shape_zyx"]), sidecar["output_grid"]["voxel_mm"]).eval()
     feeds = phantom_inputs(seed=1, age_y=2.0)
     # The same views with a magnified geometry: a different study's matrices, same file.
-    moved = dict(feeds,
-                 lateral_matrix=(np.diag([1.1, 1.1, 1.0]) @ feeds["lateral_matrix"]).astype(np.float32))
+    moved = dict(feeds, lateral_matrix=(np.diag([1.1, 1.1, 1.0]) @ feeds["lateral_matrix"]).astype(np.float32))
     outputs = []
     for inputs in (feeds, moved):
         got = session.run(None, inputs)[0]

@@ -23,8 +23,15 @@ VOXEL_MM = 4.0  # 80 mm field on a coarse grid keeps the test fast
 
 def matrix_for(view: str, orientation=None) -> torch.Tensor:  # type: ignore[no-untyped-def]
     g = resolve_view(
-        GeometryTags(view=view, rows=DETECTOR[0], columns=DETECTOR[1], sid_mm=1000.0, magnification=1.2,
-                     imager_pitch_mm=(2.0, 2.0), patient_orientation=orientation)
+        GeometryTags(
+            view=view,
+            rows=DETECTOR[0],
+            columns=DETECTOR[1],
+            sid_mm=1000.0,
+            magnification=1.2,
+            imager_pitch_mm=(2.0, 2.0),
+            patient_orientation=orientation,
+        )
     )
     return torch.tensor(projection_matrix(g), dtype=torch.float64)[None]
 

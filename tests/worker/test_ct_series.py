@@ -55,13 +55,18 @@ def test_series_keeps_the_contract(pair, volume) -> None:  # type: ignore[no-unt
     assert "physics baseline" in first.SeriesDescription
     assert first.SpecificCharacterSet == "ISO_IR 192"
     assert {s.ReferencedSOPInstanceUID for s in first.SourceImageSequence} == {
-        pair.pa.SOPInstanceUID, pair.lateral.SOPInstanceUID}
+        pair.pa.SOPInstanceUID,
+        pair.lateral.SOPInstanceUID,
+    }
     equipment = first.ContributingEquipmentSequence[0]
     assert equipment.ManufacturerModelName == "psct-physics-baseline" and equipment.SoftwareVersions
     # Centred on the isocentre: first and last voxel centres are mirror images.
     corner_first = np.array(first.ImagePositionPatient, dtype=float)
     corner_last = np.array(last.ImagePositionPatient, dtype=float) + [
-        (last.Columns - 1) * float(last.PixelSpacing[1]), (last.Rows - 1) * float(last.PixelSpacing[0]), 0.0]
+        (last.Columns - 1) * float(last.PixelSpacing[1]),
+        (last.Rows - 1) * float(last.PixelSpacing[0]),
+        0.0,
+    ]
     np.testing.assert_allclose(corner_first, -corner_last, atol=1e-3)
     assert len({i.SeriesInstanceUID for i in instances}) == 1
     assert len({i.SOPInstanceUID for i in instances}) == len(instances)

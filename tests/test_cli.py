@@ -1,0 +1,56 @@
+"""The `psct` command line: refusals before binding, and the offline commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+
+from tests.conftest import PSCT, REPO, dciodvfy_errors
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PSCT_")}
+    return subprocess.run(
+        [*PSCT, *args], cwd=REPO, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_binding_rest_off_loopback_without_api_keys_is_refused(tmp_path: Path) -> None:
+    for command in ("serve", "gateway"):
+        result = run(command, "--home", str(tmp_path), "--http-host", "0.0.0.0")
+        assert result.returncode != 0 and "PSCT_API_KEYS" in result.stderr
+
+
+def test_a_malformed_destination_is_refused_before_starting(tmp_path: Path) -> None:
+    result = run("gateway", "--home", str(tmp_path), env={"PSCT_DESTINATIONS": "PACS@nowhere"})
+    assert result.returncode != 0 and "AE@host:port" in result.stderr
+
+
+def test_simulate_then_reconstruct_offline(tmp_path: Path) -> None:
+    assert run("simulate", "--age", "2", "--seed", "4", "-o", str(tmp_path / "pair")).returncode == 0
+    truth = np.load(tmp_path / "pair" / "truth.npz")
+    assert truth["hu"].shape == (160, 160, 160) and truth["hu"].max() > 1000
+    result = run(
+        "reconstruct",
+        str(tmp_path / "pair" / "pa.dcm"),
+        str(tmp_path / "pair" / "lateral.dcm"),
+        "-o",
+        str(tmp_path / "ct"),
+        "--preview",
+        str(tmp_path / "preview.png"),
+    )
+    assert result.returncode == 0, result.stderr
+    slices = sorted((tmp_path / "ct").glob("*.dcm"))
+    assert len(slices) == 160 and (tmp_path / "preview.png").stat().st_size > 1000
+    assert dciodvfy_errors(slices[80]) == []
+    assert "NOT FOR DIAGNOSTIC USE" in dcmread(slices[0]).SeriesDescription
+
+
+def test_reconstruct_names_a_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "junk.dcm").write_bytes(b"junk")
+    result = run("reconstruct", str(tmp_path / "junk.dcm"), str(tmp_path / "junk.dcm"), "-o", str(tmp_path / "ct"))
+    assert result.returncode == 2 and "error:" in result.stderr
