@@ -137,8 +137,10 @@ def bench_back_projection() -> list[str]:
     return [
         f"back-projection, {VIEWS} views of {DETECTOR_PX}^2 into {VOLUME_PX}^3 (median / max of {REPEATS}):",
         f"  RTK BackProjectionImageFilter (CPU) {rtk_ms[0]:7.1f} / {rtk_ms[1]:7.1f} ms",
-        f"  PyTorch grid_sample                 {torch_ms[0]:7.1f} / {torch_ms[1]:7.1f} ms  rel. RMS vs RTK {rel_rms:.1e}",
-        f"  ONNX Runtime (exported, CPU)        {onnx_ms[0]:7.1f} / {onnx_ms[1]:7.1f} ms  rel. RMS vs RTK {onnx_rel:.1e}",
+        f"  PyTorch grid_sample                 {torch_ms[0]:7.1f} / {torch_ms[1]:7.1f} ms"
+        f"  rel. RMS vs RTK {rel_rms:.1e}",
+        f"  ONNX Runtime (exported, CPU)        {onnx_ms[0]:7.1f} / {onnx_ms[1]:7.1f} ms"
+        f"  rel. RMS vs RTK {onnx_rel:.1e}",
     ]
 
 
