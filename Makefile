@@ -1,6 +1,6 @@
 # PSCT: `make run` sets up .venv and serves; `make test` sets up everything and runs the suite.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q

@@ -156,32 +156,28 @@ class Orthanc(Receiver):
             return json.loads(answer.read())
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    """A real Orthanc PACS on loopback, accepting any AE."""
-    folder = tmp_path / "orthanc"
-    folder.mkdir()
+def start_orthanc(folder: Path) -> tuple[subprocess.Popen, Orthanc]:
+    """A real Orthanc PACS on free loopback ports, accepting any AE; storage under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     config = {
-        "Name": "psct-test",
-        "StorageDirectory": str(folder / "db"),
-        "IndexDirectory": str(folder / "db"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomCheckCalledAet": False,
-        "Plugins": [],
-        "DicomAlwaysAllowStore": True,
-        "DicomAlwaysAllowEcho": True,
-    }
+        "Name": "psct-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
+        "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
+    }  # fmt: skip
     (folder / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(
         [require("Orthanc"), str(folder / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     wait_for(lambda: port_open(dicom_port) and port_open(http_port), START_TIMEOUT_S, "Orthanc")
-    yield Orthanc("ORTHANC", dicom_port, folder, http_port)
+    return process, Orthanc("ORTHANC", dicom_port, folder, http_port)
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    process, receiver = start_orthanc(tmp_path / "orthanc")
+    yield receiver
     stop_process(process, 10)
 
 
