@@ -16,7 +16,7 @@ from service.intake import parse
 from service.settings import DEFAULT_MODEL
 from worker.ct_series import ct_series
 from worker.pipeline import reconstruct
-from worker.preview import preview_png
+from worker.preview import caption_for, preview_png
 from worker.runtime import cached
 
 # Bone threshold for the demo's Dice score (cancellous bone starts around 300 HU).
@@ -39,7 +39,7 @@ def reconstruct_files(pa: Path, lateral: Path, output: Path, preview: Path | Non
             ds.save_as(output / f"CT{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
         bar.update(1)
         if preview is not None:
-            files.write_file(preview, preview_png(volume))
+            files.write_file(preview, preview_png(volume, caption_for(runtime.sidecar)))
         bar.update(1)
     for note in notes:
         tqdm.write(f"geometry: {note}")

@@ -18,7 +18,7 @@ from service.store import FAILED, PENDING, RUNNING, SENT, SUCCEEDED, JobStore, u
 from worker import delivery
 from worker.ct_series import SeriesUids, ct_series
 from worker.pipeline import reconstruct
-from worker.preview import preview_png
+from worker.preview import caption_for, preview_png
 from worker.runtime import ModelRuntime, cached
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def write_outputs(
 ) -> list[Path]:
     datasets = ct_series(volume, runtime.voxel_mm, pa, lateral, job_id, runtime.sidecar, datetime.now(UTC))
     paths = files.write_series(settings.home, job_id, datasets)
-    files.write_file(files.preview_path(settings.home, job_id), preview_png(volume))
+    files.write_file(files.preview_path(settings.home, job_id), preview_png(volume, caption_for(runtime.sidecar)))
     return paths
 
 

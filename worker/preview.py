@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # Bone window (level 500 HU, width 2000 HU), the usual skull CT bone setting.
 BONE_LEVEL_HU = 500.0
 BONE_WIDTH_HU = 2000.0
+# Height of the caption strip under the panels (PIL's default bitmap font is 11 px high).
+CAPTION_PX = 16
 
 
 def _window(slice_hu: np.ndarray) -> np.ndarray:
@@ -27,10 +29,17 @@ def mid_slices(volume_zyx: np.ndarray) -> list[np.ndarray]:
     return [axial, coronal, sagittal]
 
 
-def preview_png(volume_zyx: np.ndarray) -> bytes:
+def preview_png(volume_zyx: np.ndarray, caption: str) -> bytes:
+    """The three panels with `caption` (model and research notice) burnt in below them."""
     panels = [_window(s) for s in mid_slices(volume_zyx)]
     height = max(p.shape[0] for p in panels)
-    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4))) for p in panels]
+    strip = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 4))) for p in panels], axis=1)
+    image = Image.fromarray(np.pad(strip, ((0, CAPTION_PX), (0, 0))))
+    ImageDraw.Draw(image).text((4, height + 3), caption, fill=255)
     buffer = io.BytesIO()
-    Image.fromarray(np.concatenate(padded, axis=1)).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def caption_for(model: dict) -> str:
+    return f"{model.get('name')} {model.get('version')} - research reconstruction, NOT FOR DIAGNOSTIC USE"
