@@ -42,7 +42,6 @@ test: install-dev system-deps lint
 	$(VENV)/bin/pytest -q
 
 bench: install-dev system-deps
-	$(PIP) install -e '.[bench]'
 	$(PY) bench/spine.py
 
 clean:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from model.projector import back_project  # noqa: E402
 from tests.conftest import free_port, port_open, start_orthanc, wait_for  # noqa: E402
+from tests.rtk_reference import IMAGE, circular  # noqa: E402
 
 VIEWS, DETECTOR_PX, VOLUME_PX = 2, 256, 128
 DETECTOR_PITCH_MM, VOXEL_MM = 1.2, 1.5
@@ -36,46 +37,29 @@ REPEATS = 10
 
 
 def rtk_setup():  # type: ignore[no-untyped-def]
-    """RTK geometry, projections and volume; our matrices and axes derived from RTK's own."""
-    import itk
+    """RTK's back-projector on random projections; our matrices and axis from the same geometry."""
     from itk import RTK as rtk
 
-    geometry = rtk.ThreeDCircularProjectionGeometry.New()
-    for angle_deg in (0.0, 90.0):  # PA-like and lateral-like
-        geometry.AddProjection(SOD_MM, SID_MM, angle_deg)
-    image_type = itk.Image[itk.F, 3]
-    rng = np.random.default_rng(0)
-    projections_np = rng.random((VIEWS, DETECTOR_PX, DETECTOR_PX), dtype=np.float32)
-    projections = itk.image_from_array(projections_np)
-    origin_mm = -(DETECTOR_PX - 1) / 2 * DETECTOR_PITCH_MM
-    projections.SetOrigin([origin_mm, origin_mm, 0.0])
-    projections.SetSpacing([DETECTOR_PITCH_MM, DETECTOR_PITCH_MM, 1.0])
-    volume_source = rtk.ConstantImageSource[image_type].New()
-    volume_origin_mm = -(VOLUME_PX - 1) / 2 * VOXEL_MM
-    volume_source.SetOrigin([volume_origin_mm] * 3)
-    volume_source.SetSpacing([VOXEL_MM] * 3)
-    volume_source.SetSize([VOLUME_PX] * 3)
-    volume_source.SetConstant(0.0)
-    volume_source.Update()
-    back_projector = rtk.BackProjectionImageFilter[image_type, image_type].New()
-    volume = volume_source.GetOutput()
+    setup = circular(
+        SOD_MM,
+        SID_MM,
+        [0.0, 90.0],
+        detector_px=DETECTOR_PX,
+        pitch_mm=DETECTOR_PITCH_MM,
+        volume_px=VOLUME_PX,
+        voxel_mm=VOXEL_MM,
+    )  # PA-like and lateral-like
+    projections_np = np.random.default_rng(0).random((VIEWS, DETECTOR_PX, DETECTOR_PX), dtype=np.float32)
+    projections = setup.image(projections_np, setup.detector_origin_mm, DETECTOR_PITCH_MM, third_spacing=1.0)
+    volume = setup.image(np.zeros((VOLUME_PX,) * 3, np.float32), setup.volume_origin_mm, VOXEL_MM)
+    back_projector = rtk.BackProjectionImageFilter[IMAGE, IMAGE].New()
     back_projector.SetInput(0, volume)
     back_projector.SetInput(1, projections)
-    back_projector.SetGeometry(geometry)
-    # RTK's matrices map mm to detector mm with w = z - sod < 0; negate (same projective map) and
-    # convert detector mm to pixel indices.
-    to_pixels = np.array(
-        [
-            [1 / DETECTOR_PITCH_MM, 0, -origin_mm / DETECTOR_PITCH_MM],
-            [0, 1 / DETECTOR_PITCH_MM, -origin_mm / DETECTOR_PITCH_MM],
-            [0, 0, 1],
-        ]
-    )
-    matrices = np.stack([-to_pixels @ np.array(geometry.GetMatrix(i)) for i in range(VIEWS)]).astype(np.float32)
-    axis = (volume_origin_mm + VOXEL_MM * np.arange(VOLUME_PX)).astype(np.float32)
+    back_projector.SetGeometry(setup.geometry)
+    back_projector.InPlaceOff()  # re-run on the same zero volume in every repeat
     # The filter holds raw pointers: keep the Python objects alive with it.
-    back_projector.keep_alive = (volume_source, volume, projections, geometry)
-    return back_projector, projections_np, matrices, axis
+    back_projector.keep_alive = (volume, projections, setup)
+    return back_projector, projections_np, setup.matrices().astype(np.float32), setup.axis_mm.astype(np.float32)
 
 
 class TwoViewBackProjection(nn.Module):
