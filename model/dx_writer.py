@@ -54,10 +54,24 @@ def presentation_pixels(line_integral: np.ndarray, rng: np.random.Generator, mon
     return top - stored if monochrome1 else stored
 
 
+# Geometry attributes a vendor may leave out (`omit=`), to exercise the documented defaults. Only
+# type 3 attributes of the DX modules, so the instance stays valid (ImagerPixelSpacing and
+# PatientOrientation are type 1 in DX).
+OPTIONAL_GEOMETRY = (
+    "DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor",
+)  # fmt: skip
+
+
 def radiograph_dataset(
-    pixels: np.ndarray, g: ViewGeometry, study: Study, instance: int, monochrome1: bool = False
+    pixels: np.ndarray,
+    g: ViewGeometry,
+    study: Study,
+    instance: int,
+    monochrome1: bool = False,
+    bits: int = STORED_BITS,
+    omit: frozenset[str] = frozenset(),
 ) -> Dataset:
-    """One DX For Presentation instance carrying `g` in its geometry attributes."""
+    """One DX For Presentation instance carrying `g` in its geometry attributes (less `omit`)."""
     sop_uid = generate_uid(entropy_srcs=[study.study_uid, g.view, str(instance)])
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DX_PRESENTATION_STORAGE
@@ -97,14 +111,18 @@ def radiograph_dataset(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
     ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, STORED_BITS, STORED_BITS - 1, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = 1 if monochrome1 else -1
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
-    ds.WindowCenter, ds.WindowWidth = str(1 << (STORED_BITS - 1)), str(1 << STORED_BITS)
+    ds.WindowCenter, ds.WindowWidth = str(1 << (bits - 1)), str(1 << bits)
     ds.LossyImageCompression = "00"
     ds.BurnedInAnnotation = "NO"
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    for keyword in omit:
+        if keyword not in OPTIONAL_GEOMETRY:
+            raise ValueError(f"{keyword} is not an optional geometry attribute: {', '.join(OPTIONAL_GEOMETRY)}")
+        delattr(ds, keyword)
     return ds
 
 

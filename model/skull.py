@@ -110,7 +110,7 @@ class Phantom:
     params: SkullParameters
 
 
-def _rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
+def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
     ax, ay, az = np.deg2rad(angles_deg)
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
@@ -169,7 +169,7 @@ def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float
     world = np.stack([x, y, z], axis=-1).transpose(2, 0, 1, 3)  # (d, h, w, 3)
     # Head frame: the vault centre sits a little above the isocentre, so the face fits the field.
     centre = (np.array(p.shift_mm) + np.array([0.0, 0.0, 0.2 * p.height_mm])).astype(np.float32)
-    rotation = _rotation(p.rotation_deg)
+    rotation = rotation_matrix(p.rotation_deg)
     local = (world - centre) @ rotation.astype(np.float32)
     frame = _Frame(local, rotation, centre.astype(float), voxel_mm)
     r = np.linalg.norm(local, axis=-1)
