@@ -43,6 +43,7 @@ test: install-dev system-deps lint
 
 bench: install-dev system-deps
 	$(PY) bench/spine.py
+	$(PY) bench/data.py
 
 clean:
 	rm -rf $(VENV) var

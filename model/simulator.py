@@ -17,10 +17,10 @@ from pydicom.dataset import Dataset
 
 from model.acquisition import ViewSetup, random_pair
 from model.drr import line_integrals
-from model.dx_writer import Study, radiograph_dataset
+from model.dx_writer import Study, radiograph_dataset, study_for_seed
 from model.geometry import GeometryTags, ViewGeometry, projection_matrix, rescale_projection, resolve_view
-from model.grid import axis_mm
-from model.skull import rotation_matrix
+from model.grid import OUTPUT_SHAPE, VOXEL_MM, axis_mm
+from model.skull import Phantom, parameters, phantom, rotation_matrix
 from model.vendor import present
 from model.xray import basis_densities, expose, primary_signal
 
@@ -114,3 +114,20 @@ def simulate_radiographs(
     pa = simulate_view(hu, voxel_mm, pa_setup, study, 1, rng, omit)
     lateral = simulate_view(hu, voxel_mm, lateral_setup, study, 2, rng, omit)
     return pa, lateral
+
+
+@dataclass(frozen=True)
+class HeadPair:
+    pa: SimulatedView
+    lateral: SimulatedView
+    head: Phantom  # the ground truth, on the serving grid
+
+
+def simulate_head(
+    age_y: float, condition: str, seed: int, kvp: float | None = None, omit: frozenset[str] = frozenset()
+) -> HeadPair:
+    """A procedural head (model/skull.py) on the serving grid and its radiograph pair."""
+    head = phantom(parameters(age_y, condition, seed), OUTPUT_SHAPE, VOXEL_MM)
+    study = replace(study_for_seed(seed), patient_sex=head.params.sex)
+    pa, lateral = simulate_radiographs(head.hu, VOXEL_MM, study, seed, kvp, omit)
+    return HeadPair(pa, lateral, head)

@@ -44,6 +44,7 @@ BASE_Z_FRACTION = -0.3  # skull-base plane, as a fraction of the vault's vertica
 # Pointed forehead of trigonocephaly: interfrontal angle ~118 deg vs ~145 deg normal (issue 4).
 METOPIC_KEEL = 0.22
 PLAGIOCEPHALY_FLATTENING = 0.12  # radial flattening of the affected quadrant
+SIDE_SOFTNESS = 0.05  # width of the midline transition of one-sided shapes, in direction units
 
 
 @dataclass(frozen=True)
@@ -123,19 +124,22 @@ def _shape_factor(p: SkullParameters, u: np.ndarray) -> np.ndarray:
     ux, uy, uz = u[..., 0], u[..., 1], u[..., 2]
     factor = np.ones(ux.shape)
     anterior, posterior = np.clip(-uy, 0, None), np.clip(uy, 0, None)
-    affected = ux > 0 if p.side == "L" else ux < 0  # LPS: +x is the patient's left
+    # Smooth 0 -> 1 across the midline towards the affected side (LPS: +x is the patient's left), so
+    # a one-sided change has no step at the midline.
+    affected = 1.0 / (1.0 + np.exp(-(1.0 if p.side == "L" else -1.0) * ux / SIDE_SOFTNESS))
     if p.condition == "metopic":
         # Trigonocephaly: the forehead narrows towards a midline keel.
         factor *= 1.0 - METOPIC_KEEL * anterior**2 * np.abs(ux) * 2.0
     elif p.condition.startswith("coronal-"):
         # Anterior plagiocephaly: ipsilateral forehead flattened, contralateral bossing.
-        factor *= np.where(affected, 1.0 - PLAGIOCEPHALY_FLATTENING * anterior**2, 1.0 + 0.04 * anterior**2)
+        factor *= 1.0 - PLAGIOCEPHALY_FLATTENING * anterior**2 * affected + 0.04 * anterior**2 * (1.0 - affected)
     elif p.condition == "lambdoid":
-        factor *= np.where(affected, 1.0 - PLAGIOCEPHALY_FLATTENING * posterior**2 * (uz < 0.3), 1.0)
+        below_lambda = 1.0 / (1.0 + np.exp((uz - 0.3) / 0.1))
+        factor *= 1.0 - PLAGIOCEPHALY_FLATTENING * posterior**2 * below_lambda * affected
     elif p.condition == "positional":
         # Deformational plagiocephaly: parallelogram, one occiput flat and the same side's forehead
         # pushed forward; sutures open.
-        factor *= np.where(affected, 1.0 - PLAGIOCEPHALY_FLATTENING * posterior**2 + 0.05 * anterior**2, 1.0)
+        factor *= 1.0 + affected * (0.05 * anterior**2 - PLAGIOCEPHALY_FLATTENING * posterior**2)
     return factor
 
 

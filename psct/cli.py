@@ -199,14 +199,36 @@ def reconstruct(
 def simulate(
     age: Annotated[float, typer.Option(min=0, max=18, help="age in years")],
     output: Annotated[Path, typer.Option("-o", "--output")],
+    condition: Annotated[
+        str, typer.Option(help="normal, sagittal, metopic, coronal-left, coronal-right, lambdoid, positional")
+    ] = "normal",
     seed: int = 0,
-    monochrome1: bool = False,
+    kvp: Annotated[float | None, typer.Option(min=40, max=150, help="tube voltage (default: randomised)")] = None,
+    preview: Annotated[Path | None, typer.Option(help="also write a contact sheet PNG here")] = None,
+    omit_geometry: Annotated[bool, typer.Option(help="leave the distance tags out, like some vendors")] = False,
 ) -> None:
-    """Write a synthetic PA + lateral DICOM pair and its ground truth (minimal ellipsoid phantom)."""
+    """Write a synthetic PA + lateral DX pair of a procedural child's head and its ground truth."""
     from psct.offline import write_simulated_pair
 
-    for path in write_simulated_pair(age, seed, output, monochrome1):
+    try:
+        paths = write_simulated_pair(age, seed, output, condition, kvp, preview, omit_geometry)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for path in paths:
         typer.echo(path)
+
+
+@app.command("contact-sheet")
+def contact_sheet(
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("docs/phantoms.png"),
+    seed: int = 1,
+) -> None:
+    """Every condition at ages 0.5, 2, 6 and 14 y: phantom slices and simulated radiographs (slow)."""
+    from psct.offline import write_condition_sheet
+
+    write_condition_sheet(output, (0.5, 2.0, 6.0, 14.0), seed)
+    typer.echo(output)
 
 
 @app.command()

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 from pydicom import dcmread
 from tqdm import tqdm
 
-from model.simulate import simulate_pair
+from model.dx_writer import OPTIONAL_GEOMETRY
+from model.radiograph import display_values
+from model.simulator import HeadPair, simulate_head
+from model.skull import CONDITIONS
 from service import files
 from service.intake import parse
 from service.settings import DEFAULT_MODEL
 from worker.ct_series import ct_series
 from worker.pipeline import reconstruct
-from worker.preview import caption_for, preview_png
+from worker.preview import caption_for, mid_slices, preview_png, window_bone
 from worker.runtime import cached
 
 # Bone threshold for the demo's Dice score (cancellous bone starts around 300 HU).
@@ -46,30 +51,82 @@ def reconstruct_files(pa: Path, lateral: Path, output: Path, preview: Path | Non
     return len(datasets)
 
 
-def write_simulated_pair(age: float, seed: int, output: Path, monochrome1: bool = False) -> list[Path]:
-    pair = simulate_pair(age, seed, monochrome1)
+def write_simulated_pair(
+    age: float,
+    seed: int,
+    output: Path,
+    condition: str = "normal",
+    kvp: float | None = None,
+    preview: Path | None = None,
+    omit_geometry: bool = False,
+) -> list[Path]:
+    """The DICOM pair, the ground truth (HU and labels with their grid) and an optional contact sheet."""
+    omit = frozenset(OPTIONAL_GEOMETRY) if omit_geometry else frozenset()
+    pair = simulate_head(age, condition, seed, kvp, omit)
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, ds in (("pa.dcm", pair.pa), ("lateral.dcm", pair.lateral)):
-        ds.save_as(output / name, enforce_file_format=True)
+    for name, view in (("pa.dcm", pair.pa), ("lateral.dcm", pair.lateral)):
+        view.dataset.save_as(output / name, enforce_file_format=True)
         written.append(output / name)
     truth = output / "truth.npz"
-    np.savez_compressed(truth, hu=pair.truth_hu.astype(np.int16), voxel_mm=pair.voxel_mm)
+    np.savez_compressed(
+        truth, hu=pair.head.hu.astype(np.int16), labels=pair.head.labels, voxel_mm=pair.head.voxel_mm,
+        frame="DICOM LPS mm, isocentre at the volume centre, array order (z, y, x), z from feet to head",
+        age_y=age, condition=condition, seed=seed,
+    )  # fmt: skip
     written.append(truth)
+    if preview is not None:
+        files.write_file(preview, contact_sheet(pair))
+        written.append(preview)
     return written
 
 
+def contact_sheet(pair: HeadPair, height_px: int = 240) -> bytes:
+    """Phantom mid-slices (bone window) beside both radiographs as displayed, one PNG row."""
+    panels = [_fit(s, height_px) for s in (window_bone(x) for x in mid_slices(pair.head.hu))]
+    for view in (pair.pa, pair.lateral):
+        values = display_values(view.dataset)
+        low, high = np.percentile(values, [0.5, 99.5])
+        panels.append(_fit((np.clip((values - low) / max(high - low, 1e-9), 0, 1) * 255).astype(np.uint8), height_px))
+    row = np.concatenate([np.pad(p, ((0, 0), (0, 4))) for p in panels], axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(row).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _fit(image: np.ndarray, height_px: int) -> np.ndarray:
+    width = max(1, round(image.shape[1] * height_px / image.shape[0]))
+    return np.asarray(Image.fromarray(image).resize((width, height_px), Image.BILINEAR))
+
+
 def run_demo(output: Path, age: float, seed: int) -> list[str]:
-    pa, lateral, truth_path = write_simulated_pair(age, seed, output / "input")
+    pa, lateral, truth_path = write_simulated_pair(age, seed, output / "input")[:3]
     reconstruct_files(pa, lateral, output / "ct", output / "preview.png", None)
     truth = np.load(truth_path)["hu"].astype(np.float32)
     volume = np.stack([dcmread(p).pixel_array for p in sorted((output / "ct").glob("*.dcm"))]).astype(np.float32)
     bone, bone_truth = volume > BONE_THRESHOLD_HU, truth > BONE_THRESHOLD_HU
     dice = 2.0 * np.sum(bone & bone_truth) / max(1, np.sum(bone) + np.sum(bone_truth))
     return [
-        f"phantom: age {age:g} y, seed {seed} (minimal ellipsoid head)",
+        f"phantom: age {age:g} y, seed {seed} (procedural skull, simulated polychromatic radiographs)",
         f"model: {cached(DEFAULT_MODEL).label}",
         f"MAE {np.mean(np.abs(volume - truth)):.1f} HU, bone Dice at {BONE_THRESHOLD_HU:g} HU {dice:.3f}",
         f"CT series: {output / 'ct'}; preview: {output / 'preview.png'}",
         "Research reconstruction, not for diagnostic use.",
     ]
+
+
+def write_condition_sheet(path: Path, ages: tuple[float, ...], seed: int) -> None:
+    """Every condition at every age, one contact-sheet row each (phantom slices + both radiographs)."""
+    rows = []
+    for age in ages:
+        for condition in CONDITIONS:
+            pair = simulate_head(age, condition, seed)
+            image = np.asarray(Image.open(io.BytesIO(contact_sheet(pair, height_px=160))))
+            label = Image.new("L", (image.shape[1], 14))
+            ImageDraw.Draw(label).text((2, 1), f"{condition}, {age:g} y (seed {seed})", fill=255)
+            rows.append(np.concatenate([np.asarray(label), image], axis=0))
+    width = max(r.shape[1] for r in rows)
+    sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]))) for r in rows], axis=0)
+    buffer = io.BytesIO()
+    Image.fromarray(sheet).save(buffer, format="PNG", optimize=True)
+    files.write_file(path, buffer.getvalue())

@@ -31,9 +31,14 @@ def test_a_malformed_destination_is_refused_before_starting(tmp_path: Path) -> N
 
 
 def test_simulate_then_reconstruct_offline(tmp_path: Path) -> None:
-    assert run("simulate", "--age", "2", "--seed", "4", "-o", str(tmp_path / "pair")).returncode == 0
+    result = run("simulate", "--age", "2", "--condition", "sagittal", "--seed", "4", "--kvp", "70",
+                 "--omit-geometry", "-o", str(tmp_path / "pair"), "--preview", str(tmp_path / "sheet.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
     truth = np.load(tmp_path / "pair" / "truth.npz")
-    assert truth["hu"].shape == (160, 160, 160) and truth["hu"].max() > 1000
+    assert truth["hu"].shape == truth["labels"].shape == (160, 160, 160) and truth["hu"].max() > 800
+    assert str(truth["condition"]) == "sagittal" and (tmp_path / "sheet.png").stat().st_size > 10_000
+    pa = dcmread(tmp_path / "pair" / "pa.dcm")
+    assert pa.KVP == "70" and "DistanceSourceToDetector" not in pa
     result = run(
         "reconstruct",
         str(tmp_path / "pair" / "pa.dcm"),
@@ -48,6 +53,11 @@ def test_simulate_then_reconstruct_offline(tmp_path: Path) -> None:
     assert len(slices) == 160 and (tmp_path / "preview.png").stat().st_size > 1000
     assert dciodvfy_errors(slices[80]) == []
     assert "NOT FOR DIAGNOSTIC USE" in dcmread(slices[0]).SeriesDescription
+
+
+def test_simulate_refuses_an_unknown_condition(tmp_path: Path) -> None:
+    result = run("simulate", "--age", "2", "--condition", "oxycephaly", "-o", str(tmp_path))
+    assert result.returncode == 2 and "condition" in result.stderr
 
 
 def test_reconstruct_names_a_bad_input(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ BONE_WIDTH_HU = 2000.0
 CAPTION_PX = 16
 
 
-def _window(slice_hu: np.ndarray) -> np.ndarray:
+def window_bone(slice_hu: np.ndarray) -> np.ndarray:
     low = BONE_LEVEL_HU - BONE_WIDTH_HU / 2
     return (np.clip((slice_hu - low) / BONE_WIDTH_HU, 0.0, 1.0) * 255).astype(np.uint8)
 
@@ -31,7 +31,7 @@ def mid_slices(volume_zyx: np.ndarray) -> list[np.ndarray]:
 
 def preview_png(volume_zyx: np.ndarray, caption: str) -> bytes:
     """The three panels with `caption` (model and research notice) burnt in below them."""
-    panels = [_window(s) for s in mid_slices(volume_zyx)]
+    panels = [window_bone(s) for s in mid_slices(volume_zyx)]
     height = max(p.shape[0] for p in panels)
     strip = np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 4))) for p in panels], axis=1)
     image = Image.fromarray(np.pad(strip, ((0, CAPTION_PX), (0, 0))))

@@ -75,10 +75,10 @@ def test_sagittal_synostosis_is_scaphocephalic_with_a_fused_sagittal_suture(cond
     assert np.count_nonzero((sagittal.labels == Label.SUTURE) & midline_vertex) == 0
 
 
-# Where each condition may change the head (LPS: -y anterior, +x patient left), beyond 10 mm of
-# the planes that separate the regions.
+# Where each condition may change the head (LPS: -y anterior, +x patient left), allowing 10 mm
+# (15 mm across the midline, where one-sided shapes fade out) around the separating planes.
 def _region(condition: str, side: str, z, y, x):  # type: ignore[no-untyped-def]
-    same_side = x > -10.0 if side == "L" else x < 10.0
+    same_side = x > -15.0 if side == "L" else x < 15.0
     return {
         "metopic": y < 10.0,
         "coronal-left": y < 10.0,
