@@ -261,13 +261,16 @@ def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_
     for sign in (-1.0, 1.0):
         centre = np.array([0.28 * bx * sign, -0.68 * by, z_base - 0.55 * bz * f])
         labels[frame.ellipsoid(centre, np.full(3, radius))] = Label.SINUS
+    # Sinuses pneumatise bone, never the cranial cavity.
+    outside_brain = ~np.isin(labels, (Label.BRAIN, Label.CSF))
     frontal = growth.at(p.age_y, growth.FRONTAL_AGE_Y, growth.FRONTAL_RADIUS_MM)
     if frontal > 0:
         centre = np.array([0.0, -0.88 * by, z_base + 0.12 * bz])
-        labels[frame.ellipsoid(centre, np.array([1.5, 0.8, 1.0]) * frontal)] = Label.SINUS
+        labels[frame.ellipsoid(centre, np.array([1.5, 0.8, 1.0]) * frontal) & outside_brain] = Label.SINUS
     sphenoid = growth.at(p.age_y, growth.SPHENOID_AGE_Y, growth.SPHENOID_RADIUS_MM)
     if sphenoid > 0:
-        labels[frame.ellipsoid(np.array([0.0, -0.25 * by, z_base - 0.08 * bz]), np.full(3, sphenoid))] = Label.SINUS
+        sinus = frame.ellipsoid(np.array([0.0, -0.25 * by, z_base - 0.08 * bz]), np.full(3, sphenoid))
+        labels[sinus & outside_brain] = Label.SINUS
     # Mandible: a U-shaped bony arch under the face, with rami up to the skull base.
     arch_c = np.array([0.0, -0.3 * by, z_base - 1.0 * bz * f])
     ring = np.sqrt((local[..., 0] / (0.62 * bx)) ** 2 + ((local[..., 1] - arch_c[1]) / (0.72 * by)) ** 2)
