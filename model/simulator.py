@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from pydicom.dataset import Dataset
 
 from model.acquisition import ViewSetup, random_pair
+from model.ct_volume import prepare_ct
 from model.drr import line_integrals
 from model.dx_writer import Study, radiograph_dataset, study_for_seed
 from model.geometry import GeometryTags, ViewGeometry, projection_matrix, rescale_projection, resolve_view
@@ -121,6 +123,14 @@ class HeadPair:
     pa: SimulatedView
     lateral: SimulatedView
     head: Phantom  # the ground truth, on the serving grid
+
+
+def simulate_ct(path: Path, seed: int, kvp: float | None = None, omit: frozenset[str] = frozenset()) -> HeadPair:
+    """A real CT (DICOM folder or NIfTI), table removed, on the serving grid, and its radiograph pair."""
+    hu = prepare_ct(path, OUTPUT_SHAPE, VOXEL_MM)
+    labels = np.zeros(hu.shape, dtype=np.uint8)  # a real CT has no label map
+    pa, lateral = simulate_radiographs(hu, VOXEL_MM, study_for_seed(seed), seed, kvp, omit)
+    return HeadPair(pa, lateral, Phantom(hu=hu, labels=labels, voxel_mm=VOXEL_MM, params=None))  # type: ignore[arg-type]
 
 
 def simulate_head(

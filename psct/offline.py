@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from model.dx_writer import OPTIONAL_GEOMETRY
 from model.radiograph import display_values
-from model.simulator import HeadPair, simulate_head
+from model.simulator import HeadPair, simulate_ct, simulate_head
 from model.skull import CONDITIONS
 from service import files
 from service.intake import parse
@@ -59,10 +59,14 @@ def write_simulated_pair(
     kvp: float | None = None,
     preview: Path | None = None,
     omit_geometry: bool = False,
+    ct: Path | None = None,
 ) -> list[Path]:
-    """The DICOM pair, the ground truth (HU and labels with their grid) and an optional contact sheet."""
+    """The DICOM pair, the ground truth (HU and labels with their grid) and an optional contact sheet.
+
+    With `ct`, a real CT replaces the procedural head (age and condition then only label the output).
+    """
     omit = frozenset(OPTIONAL_GEOMETRY) if omit_geometry else frozenset()
-    pair = simulate_head(age, condition, seed, kvp, omit)
+    pair = simulate_ct(ct, seed, kvp, omit) if ct is not None else simulate_head(age, condition, seed, kvp, omit)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for name, view in (("pa.dcm", pair.pa), ("lateral.dcm", pair.lateral)):
@@ -72,7 +76,7 @@ def write_simulated_pair(
     np.savez_compressed(
         truth, hu=pair.head.hu.astype(np.int16), labels=pair.head.labels, voxel_mm=pair.head.voxel_mm,
         frame="DICOM LPS mm, isocentre at the volume centre, array order (z, y, x), z from feet to head",
-        age_y=age, condition=condition, seed=seed,
+        age_y=age, condition=condition if ct is None else "real-ct", seed=seed, source=str(ct or "phantom"),
     )  # fmt: skip
     written.append(truth)
     if preview is not None:
