@@ -20,7 +20,7 @@ CONTOUR_HARMONICS = 16
 RAY_STEP_VOXELS = 0.25
 
 
-def _head_slice(labels: np.ndarray) -> int:
+def occipitofrontal_slice(labels: np.ndarray) -> int:
     """The axial slice of the occipito-frontal circumference: the widest section of the vault."""
     return int(np.argmax(np.isin(labels, (*VAULT, *INTRACRANIAL)).sum(axis=(1, 2))))
 
@@ -40,7 +40,7 @@ def _contour_radii(mask: np.ndarray, centre: np.ndarray, voxel_mm: float) -> tup
 
 def head_circumference_mm(labels: np.ndarray, voxel_mm: float) -> float:
     """Perimeter of the head (over the scalp) in the occipito-frontal plane."""
-    section = labels[_head_slice(labels)] != Label.AIR
+    section = labels[occipitofrontal_slice(labels)] != Label.AIR
     centre = np.argwhere(section).mean(axis=0)
     angles, radii = _contour_radii(section, centre, voxel_mm)
     # Voxel steps make the raw contour zigzag (and too long): keep its smooth shape only.
@@ -53,7 +53,7 @@ def head_circumference_mm(labels: np.ndarray, voxel_mm: float) -> float:
 
 def cephalic_index(labels: np.ndarray) -> float:
     """Maximum head breadth (x) over maximum head length (y), over the scalp, in the OFC plane."""
-    section = labels[_head_slice(labels)] != Label.AIR
+    section = labels[occipitofrontal_slice(labels)] != Label.AIR
     rows, cols = np.nonzero(section)
     return float((np.ptp(cols) + 1) / (np.ptp(rows) + 1))
 

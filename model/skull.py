@@ -32,6 +32,7 @@ class Label(IntEnum):
     MANDIBLE = 10
     SINUS = 11
     SPINE = 12
+    PETROUS = 13  # petrous temporal bone, the densest of the skull
 
 
 SOFT_HU = {
@@ -41,6 +42,11 @@ SOFT_HU = {
 SCALP_MM = 4.0  # scalp thickness over the vault (typical pediatric CT)
 CSF_MM = 1.5  # subarachnoid space between inner table and brain
 BASE_Z_FRACTION = -0.3  # skull-base plane, as a fraction of the vault's vertical semi-axis
+# Cranial fossae relative to that plane (fractions of the vault's semi-axes): the anterior fossa
+# ends ~0.3 of the half-length in front of the centre and sits higher, the posterior fossa starts
+# behind the petrous ridges and sits lower.
+ANTERIOR_FOSSA_END, POSTERIOR_FOSSA_START, FOSSA_STEP = 0.3, 0.12, 0.06
+ANTERIOR_FOSSA_RISE, POSTERIOR_FOSSA_DROP = 0.2, 0.25
 # Pointed forehead of trigonocephaly: interfrontal angle ~118 deg vs ~145 deg normal (issue 4).
 METOPIC_KEEL = 0.22
 PLAGIOCEPHALY_FLATTENING = 0.12  # radial flattening of the affected quadrant
@@ -182,24 +188,27 @@ def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float
     outer = _shape_factor(p, u) / np.sqrt(np.sum((u / semi) ** 2, axis=-1))
     depth = outer - r  # mm below the outer table; negative outside the skull
     z_base = BASE_Z_FRACTION * semi[2]
-    above_base = local[..., 2] >= z_base
+    floor = _cranial_floor(local, semi, z_base)
     labels = np.full(r.shape, Label.AIR, dtype=np.uint8)
 
     labels[(depth > -SCALP_MM) & (local[..., 2] >= z_base - 0.5 * semi[2])] = Label.SCALP
     t = p.thickness_mm
     diploe = growth.at(p.age_y, growth.DIPLOE_FRACTION_AGE_Y, growth.DIPLOE_FRACTION) * t
     outer_t = (t - diploe) / 2.0
-    vault = (depth >= 0) & (depth < t) & (local[..., 2] >= z_base - t)
+    vault = (depth >= 0) & (depth < t) & (local[..., 2] >= floor - t)
     labels[vault & (depth < outer_t)] = Label.OUTER_TABLE
     labels[vault & (depth >= outer_t) & (depth < outer_t + diploe)] = Label.DIPLOE
     labels[vault & (depth >= outer_t + diploe)] = Label.INNER_TABLE
     for band in _suture_bands(p, u, outer).values():
         labels[vault & band] = Label.SUTURE
-    inside = (depth >= t) & above_base
+    inside = (depth >= t) & (local[..., 2] >= floor)
     labels[inside] = Label.CSF
     labels[inside & (depth >= t + CSF_MM)] = Label.BRAIN
     _ventricles(labels, frame, semi)
-    _skull_base_and_face(labels, frame, semi, z_base, depth >= 0, p)
+    base = (depth >= 0) & (local[..., 2] < floor) & (local[..., 2] >= floor - max(t, 2.0))
+    labels[base] = Label.FACIAL_BONE
+    _petrous_ridges(labels, local, semi, z_base)
+    _skull_base_and_face(labels, frame, semi, z_base, p)
     hu = _hounsfield(labels, p.age_y)
     return Phantom(hu=hu, labels=labels, voxel_mm=voxel_mm, params=p)
 
@@ -233,13 +242,35 @@ def _ventricles(labels: np.ndarray, frame: _Frame, semi: np.ndarray) -> None:
         labels[mask & (labels == Label.BRAIN)] = Label.CSF
 
 
+def _cranial_floor(local: np.ndarray, semi: np.ndarray, z_base: float) -> np.ndarray:
+    """Height of the cranial floor under each voxel: anterior fossa (orbital roofs) highest, middle
+    fossa at the base plane, posterior fossa lowest, with smooth steps between them."""
+    by, bz = semi[1], semi[2]
+    y = local[..., 1]
+    anterior = 1.0 / (1.0 + np.exp((y + ANTERIOR_FOSSA_END * by) / (FOSSA_STEP * by)))
+    posterior = 1.0 / (1.0 + np.exp(-(y - POSTERIOR_FOSSA_START * by) / (FOSSA_STEP * by)))
+    return z_base + ANTERIOR_FOSSA_RISE * bz * anterior - POSTERIOR_FOSSA_DROP * bz * posterior
+
+
+def _petrous_ridges(labels: np.ndarray, local: np.ndarray, semi: np.ndarray, z_base: float) -> None:
+    """The dense petrous temporal bones: ridges running forward and inward from each side at ~45 deg
+    to the midline, between the middle and posterior fossae (the bright oblique lines of a PA skull)."""
+    bx, by, bz = semi
+    for sign in (-1.0, 1.0):
+        centre = np.array([0.42 * bx * sign, 0.08 * by, z_base + 0.02 * bz])
+        offset = local - centre
+        angle = np.deg2rad(45.0) * sign
+        along = offset[..., 0] * np.cos(angle) - offset[..., 1] * np.sin(angle)
+        across = offset[..., 0] * np.sin(angle) + offset[..., 1] * np.cos(angle)
+        ridge = (along / (0.32 * bx)) ** 2 + (across / (0.07 * bx)) ** 2 + (offset[..., 2] / (0.08 * bz)) ** 2 <= 1
+        labels[ridge] = Label.PETROUS
+
+
 def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float,
-                         within_vault: np.ndarray, p: SkullParameters) -> None:  # fmt: skip
+                         p: SkullParameters) -> None:  # fmt: skip
     local = frame.local
     bx, by, bz = semi
     t = max(p.thickness_mm, 2.0)
-    # Skull base: a bony floor under the brain.
-    labels[within_vault & (local[..., 2] < z_base) & (local[..., 2] >= z_base - t)] = Label.FACIAL_BONE
     # The face is small against the cranium at birth (about 1:8) and grows to about 1:2.5.
     f = 0.75 + 0.25 * np.sqrt(p.age_y / 18.0)
     # Face: soft tissue block with a bony shell (maxilla, zygoma) under the anterior skull base.
@@ -251,7 +282,8 @@ def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_
     labels[shell] = Label.FACIAL_BONE
     # Orbits: fat-filled (spheres here) under the frontal bone, in front of the skull base.
     for sign in (-1.0, 1.0):
-        centre = np.array([0.3 * bx * sign, -0.78 * by, z_base - 0.2 * bz * f])
+        # Just under the orbital roof (the anterior fossa floor).
+        centre = np.array([0.3 * bx * sign, -0.78 * by, z_base + ANTERIOR_FOSSA_RISE * bz - 0.2 * by * f])
         labels[frame.ellipsoid(centre, np.full(3, 0.18 * by * f))] = Label.ORBIT
     # Nasal cavity and sinuses (air).
     nasal = (np.abs(local[..., 0]) < 0.08 * bx) & (local[..., 1] < -0.45 * by) & (local[..., 1] > -1.0 * by)
@@ -298,4 +330,5 @@ def _hounsfield(labels: np.ndarray, age_y: float) -> np.ndarray:
     table[Label.DIPLOE] = growth.at(age_y, growth.BONE_AGE_Y, growth.DIPLOE_HU)
     table[Label.FACIAL_BONE] = table[Label.MANDIBLE] = 0.8 * cortical
     table[Label.SPINE] = 0.45 * cortical  # cancellous vertebral bodies
+    table[Label.PETROUS] = 1.1 * cortical
     return table[labels]

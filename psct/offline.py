@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from pydicom import dcmread
 from tqdm import tqdm
 
+from model.anatomy import occipitofrontal_slice
 from model.dx_writer import OPTIONAL_GEOMETRY
 from model.radiograph import display_values
 from model.simulator import HeadPair, simulate_ct, simulate_head
@@ -86,8 +87,11 @@ def write_simulated_pair(
 
 
 def contact_sheet(pair: HeadPair, height_px: int = 240) -> bytes:
-    """Phantom mid-slices (bone window) beside both radiographs as displayed, one PNG row."""
-    panels = [_fit(s, height_px) for s in (window_bone(x) for x in mid_slices(pair.head.hu))]
+    """Phantom slices (bone window) beside both radiographs as displayed, one PNG row."""
+    slices = mid_slices(pair.head.hu)
+    if pair.head.labels.any():  # a phantom: show the axial section of the OFC plane, where shapes differ
+        slices[0] = pair.head.hu[occipitofrontal_slice(pair.head.labels)]
+    panels = [_fit(s, height_px) for s in (window_bone(x) for x in slices)]
     for view in (pair.pa, pair.lateral):
         values = display_values(view.dataset)
         low, high = np.percentile(values, [0.5, 99.5])

@@ -33,7 +33,7 @@ def test_a_ct_series_reads_back_onto_its_own_grid(head: np.ndarray, tmp_path: Pa
         ds.save_as(tmp_path / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
     hu, affine = read_dicom_series(tmp_path)
     again = resample(hu, affine, GRID[0], GRID[1], np.zeros(3))
-    np.testing.assert_allclose(again, head, atol=0.5)  # stored as integers
+    np.testing.assert_allclose(again, head, atol=0.52)  # stored as integers (0.5), float32 weights (0.02)
 
 
 def test_nifti_ras_axes_become_lps(head: np.ndarray, tmp_path: Path) -> None:
