@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from model.projector import back_project  # noqa: E402
-from tests.conftest import free_port, port_open, start_orthanc, wait_for  # noqa: E402
+from tests.conftest import free_port, port_open, start_orthanc, start_psct, wait_for  # noqa: E402
 from tests.rtk_reference import IMAGE, circular  # noqa: E402
 
 VIEWS, DETECTOR_PX, VOLUME_PX = 2, 256, 128
@@ -100,18 +100,7 @@ def bench_back_projection() -> list[str]:
     reference = itk.array_from_image(back_projector.GetOutput()).copy()
     rel_rms = float(np.sqrt(np.mean((ours - reference) ** 2)) / np.sqrt(np.mean(reference**2)))
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bp.onnx"
-        torch.onnx.export(
-            module,
-            (images, mats),
-            str(path),
-            input_names=["images", "matrices"],
-            output_names=["volume"],
-            opset_version=18,
-            dynamo=True,
-            external_data=False,
-        )
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = _exported(module, (images, mats), ["images", "matrices"], Path(folder) / "bp.onnx")
         feeds = {"images": projections[:, None], "matrices": matrices}
         onnx_ms = timed(lambda: session.run(None, feeds))
         grid_only_ms = _grid_sample_alone(Path(folder), images)
@@ -129,6 +118,12 @@ def bench_back_projection() -> list[str]:
     ]
 
 
+def _exported(module: nn.Module, inputs: tuple, names: list[str], path: Path) -> ort.InferenceSession:
+    torch.onnx.export(module, inputs, str(path), input_names=names, output_names=["out"], opset_version=18,
+                      dynamo=True, external_data=False)  # fmt: skip
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 class _GridSample(nn.Module):
     def forward(self, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -137,18 +132,7 @@ class _GridSample(nn.Module):
 def _grid_sample_alone(folder: Path, images: torch.Tensor) -> tuple[float, float]:
     """Time ORT's GridSample with the sampling grid given: where the exported operator spends its time."""
     grid = torch.rand(VIEWS, VOLUME_PX, VOLUME_PX * VOLUME_PX, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    path = folder / "grid_sample.onnx"
-    torch.onnx.export(
-        _GridSample(),
-        (images, grid),
-        str(path),
-        input_names=["images", "grid"],
-        output_names=["samples"],
-        opset_version=18,
-        dynamo=True,
-        external_data=False,
-    )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _exported(_GridSample(), (images, grid), ["images", "grid"], folder / "grid_sample.onnx")
     feeds = {"images": images.numpy(), "grid": grid.numpy()}
     return timed(lambda: session.run(None, feeds))
 
@@ -169,13 +153,7 @@ def bench_service(pairs: int = 10) -> list[str]:
         PSCT_DICOM_PORT=str(dicom_port),
         PSCT_DESTINATIONS=receiver.destination,
     )
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "psct.cli", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    serve = start_psct("serve", env)
     try:
         wait_for(lambda: port_open(dicom_port) and port_open(http_port), 60, "psct serve")
         store = JobStore(f"sqlite:///{work / 'home' / 'psct.sqlite'}")

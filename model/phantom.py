@@ -1,8 +1,8 @@
-"""Minimal analytic head phantom and its exact radiographs (numpy, pure).
+"""Analytic test head and its exact radiographs (numpy, pure).
 
-A stand-in until the pediatric skull phantom of the data engine (issue 4) exists: nested ellipsoids
-(scalp, calvarium, brain, ventricles, a mandible-like arch) whose line integrals are exact chord lengths,
-so `psct demo`, the tests and the benchmarks have a truthful pair with known ground truth.
+Nested ellipsoids (scalp, calvarium, brain, ventricles, a mandible-like arch) whose line integrals
+are exact chord lengths: a fast pair with known ground truth for the service tests and benchmarks.
+The realistic head is the procedural phantom of model/skull.py (`psct simulate`, `psct demo`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A synthetic PA + lateral pair with its ground truth, from the minimal analytic phantom."""
+"""A fast PA + lateral test pair with its ground truth, from the analytic phantom (model/phantom.py)."""
 
 from __future__ import annotations
 

@@ -131,20 +131,28 @@ class Receiver:
         return sorted(p for p in self.folder.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[Receiver]:
-    """DCMTK's storescp: a real C-STORE receiver writing every instance it accepts."""
-    folder = tmp_path / "storescp"
-    folder.mkdir()
-    port = free_port()
+def start_storescp(folder: Path, ae_title: str, port: int) -> subprocess.Popen:
+    """DCMTK's storescp: a real C-STORE receiver writing every instance it accepts into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [require("storescp"), "-aet", "RECEIVER", "-od", str(folder), "-uf", str(port)],
+        [require("storescp"), "-aet", ae_title, "-od", str(folder), str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_for(lambda: port_open(port), START_TIMEOUT_S, "storescp")
-    yield Receiver("RECEIVER", port, folder)
-    stop_process(process, 5)
+    return process
+
+
+def start_psct(command: str, env: dict[str, str]) -> subprocess.Popen:
+    """`psct <command>` as its own process group (so a test can check nothing outlives it)."""
+    return subprocess.Popen(
+        [*PSCT, command],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @dataclass

@@ -16,8 +16,6 @@ from service.api import create_app
 from service.settings import get_settings
 from service.store import FAILED, SENT, SUCCEEDED, JobStore
 from tests.conftest import (
-    PSCT,
-    REPO,
     START_TIMEOUT_S,
     Orthanc,
     PairFiles,
@@ -27,6 +25,8 @@ from tests.conftest import (
     free_port,
     http_json,
     require,
+    start_psct,
+    start_storescp,
     stop_process,
     wait_for,
 )
@@ -53,14 +53,7 @@ def test_serve_storescu_and_rest_to_orthanc(pair_files: PairFiles, orthanc: Orth
         PSCT_DICOM_PORT=str(dicom_port),
         PSCT_DESTINATIONS=orthanc.destination,
     )
-    serve = subprocess.Popen(
-        [*PSCT, "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    serve = start_psct("serve", env)
     base = f"http://127.0.0.1:{http_port}"
     try:
         wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve to be ready")
@@ -182,16 +175,8 @@ def test_failed_delivery_is_recorded_and_resend_delivers_later(
     assert job.destinations[0].state == FAILED and job.destinations[0].attempts == settings.delivery_attempts
     assert "association" in job.destinations[0].last_status
     receiver_dir = tmp_path / "received"
-    receiver_dir.mkdir()
-    process = subprocess.Popen(
-        [require("storescp"), "-aet", "LATER", "-od", str(receiver_dir), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_storescp(receiver_dir, "LATER", port)  # the destination comes back
     try:
-        from tests.conftest import port_open
-
-        wait_for(lambda: port_open(port), START_TIMEOUT_S, "storescp")
         resend(job_id, store, settings)
     finally:
         stop_process(process, 5)
@@ -209,15 +194,7 @@ def test_scaled_path_on_redis_with_a_separate_worker_process(
     pair_files: PairFiles, redis_url: str, psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_env({"PSCT_BROKER_URL": redis_url}, monkeypatch)
-    env = {**os.environ}
-    worker = subprocess.Popen(
-        [*PSCT, "worker"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_psct("worker", {**os.environ})
     try:
         job_id = _submit(pair_files)
         store = JobStore(get_settings().database)
