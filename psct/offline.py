@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from pydicom import dcmread
 from tqdm import tqdm
 
+from model import __version__
 from model.anatomy import occipitofrontal_slice
 from model.dx_writer import OPTIONAL_GEOMETRY
 from model.radiograph import display_values
@@ -20,7 +21,7 @@ from model.skull import CONDITIONS
 from service import files
 from service.intake import parse
 from service.settings import DEFAULT_MODEL
-from worker.ct_series import ct_series
+from worker.ct_series import SIMULATED_TRUTH, ct_series
 from worker.pipeline import reconstruct
 from worker.preview import caption_for, mid_slices, preview_png, window_bone
 from worker.runtime import cached
@@ -62,7 +63,8 @@ def write_simulated_pair(
     omit_geometry: bool = False,
     ct: Path | None = None,
 ) -> list[Path]:
-    """The DICOM pair, the ground truth (HU and labels with their grid) and an optional contact sheet.
+    """The DICOM pair, the ground truth (HU and labels with their grid in `truth.npz`, HU also as a CT
+    series in the pair's study under `truth-ct/`) and an optional contact sheet.
 
     With `ct`, a real CT replaces the procedural head (age and condition then only label the output).
     """
@@ -75,11 +77,19 @@ def write_simulated_pair(
         written.append(output / name)
     truth = output / "truth.npz"
     np.savez_compressed(
-        truth, hu=pair.head.hu.astype(np.int16), labels=pair.head.labels, voxel_mm=pair.head.voxel_mm,
+        truth, hu=np.rint(pair.head.hu).astype(np.int16), labels=pair.head.labels, voxel_mm=pair.head.voxel_mm,
         frame="DICOM LPS mm, isocentre at the volume centre, array order (z, y, x), z from feet to head",
         age_y=age, condition=condition if ct is None else "real-ct", seed=seed, source=str(ct or "phantom"),
     )  # fmt: skip
     written.append(truth)
+    truth_series = output / "truth-ct"
+    truth_series.mkdir(exist_ok=True)
+    engine = {"kind": SIMULATED_TRUTH, "name": "PSCT data engine", "version": __version__}
+    key = f"simulated-truth/{ct or 'phantom'}/{age}/{condition}/{seed}"  # same inputs, same UIDs
+    for ds in ct_series(pair.head.hu, pair.head.voxel_mm, pair.pa.dataset, pair.lateral.dataset, key, engine,
+                        datetime.now(UTC)):  # fmt: skip
+        ds.save_as(truth_series / f"CT{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
+    written.append(truth_series)
     if preview is not None:
         files.write_file(preview, contact_sheet(pair))
         written.append(preview)

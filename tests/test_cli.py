@@ -39,6 +39,11 @@ def test_simulate_then_reconstruct_offline(tmp_path: Path) -> None:
     assert str(truth["condition"]) == "sagittal" and (tmp_path / "sheet.png").stat().st_size > 10_000
     pa = dcmread(tmp_path / "pair" / "pa.dcm")
     assert pa.KVP == "70" and "DistanceSourceToDetector" not in pa
+    truth_slices = sorted((tmp_path / "pair" / "truth-ct").glob("*.dcm"))
+    middle = dcmread(truth_slices[80])
+    assert len(truth_slices) == 160 and dciodvfy_errors(truth_slices[80]) == []
+    assert middle.StudyInstanceUID == pa.StudyInstanceUID and "ground truth" in middle.SeriesDescription
+    np.testing.assert_array_equal(middle.pixel_array, np.clip(truth["hu"][80], -1024, 3071))
     result = run(
         "reconstruct",
         str(tmp_path / "pair" / "pa.dcm"),

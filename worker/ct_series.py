@@ -93,9 +93,27 @@ def _contributing_equipment(model_name: str, model_version: str, when: datetime)
     return Sequence([item])
 
 
+# The data engine's ground truth of a simulated pair is written as a series too (`psct simulate`).
+SIMULATED_TRUTH = "simulated-truth"
+
+
 def series_description(kind: str) -> str:
+    if kind == SIMULATED_TRUTH:
+        return f"PSCT simulated ground truth - {NOT_FOR_DIAGNOSIS}"
     what = "physics baseline" if kind == "physics-baseline" else "reconstruction"
     return f"PSCT-Net {what} - {NOT_FOR_DIAGNOSIS}"  # LO: at most 64 characters
+
+
+def derivation(model: dict) -> str:
+    if model.get("kind") == SIMULATED_TRUTH:
+        return (
+            f"Ground truth of a simulated PA and lateral radiograph pair ({model.get('name')} "
+            f"{model.get('version')}); synthetic research data. {NOT_FOR_DIAGNOSIS}."
+        )
+    return (
+        f"Research reconstruction by {model.get('name')} {model.get('version')} from a PA and a lateral "
+        f"radiograph. {NOT_FOR_DIAGNOSIS}."
+    )
 
 
 def ct_series(
@@ -137,10 +155,7 @@ def ct_series(
     shared.ContentDate, shared.ContentTime = date, time
     shared.InstanceCreationDate, shared.InstanceCreationTime = date, time
     shared.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-    shared.DerivationDescription = (
-        f"Research reconstruction by {model.get('name')} {model.get('version')} from a PA and a lateral "
-        f"radiograph. {NOT_FOR_DIAGNOSIS}."
-    )
+    shared.DerivationDescription = derivation(model)
     shared.ImageComments = shared.DerivationDescription
     shared.SourceImageSequence = _sources([pa, lateral])
     shared.ContributingEquipmentSequence = _contributing_equipment(
