@@ -6,11 +6,11 @@ list them (and a reviewer can question them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.vendor import Presentation
+from model.vendor import Presentation, for_processing
 from model.xray import Acquisition, Beam, Detector
 
 SID_RANGE_MM = (1000.0, 1800.0)  # skull units at 100-115 cm; cephalostats at 152.4-180 cm
@@ -26,6 +26,9 @@ SPR_RANGE = (0.1, 0.5)  # scatter-to-primary ratio behind a head with a grid
 SCATTER_SIGMA_MM = (20.0, 60.0)
 BLUR_SIGMA_MM = (0.08, 0.3)
 HEEL_GRADIENT = (-0.15, 0.15)
+# What the room sends (CONTRACT.md accepts all three): DX for presentation, CR, DX for processing
+# (half of those stored linear, half log-converted). Drawn per visit: one room, one object type.
+STORAGE_PROBABILITIES = {"DX": 0.6, "CR": 0.2, "DX-processing": 0.2}
 POSE_ERROR_DEG = 2.0  # the head turns by up to this much (each axis) between the two exposures
 UNSHARP_AMOUNT = (0.0, 2.0)
 UNSHARP_SIGMA_MM = (5.0, 30.0)
@@ -82,7 +85,21 @@ def _view(rng: np.random.Generator, view: str, kvp: float | None, cephalostat: b
     )
 
 
-def random_pair(rng: np.random.Generator, kvp: float | None = None) -> tuple[ViewSetup, ViewSetup]:
+def random_pair(
+    rng: np.random.Generator, kvp: float | None = None, storage: str | None = None
+) -> tuple[ViewSetup, ViewSetup]:
     """A PA and a left-lateral exposure of one visit; the lateral carries the pose error."""
     cephalostat = bool(rng.random() < CEPHALOSTAT_PROBABILITY)
-    return _view(rng, "PA", kvp, cephalostat, pose=False), _view(rng, "LL", kvp, cephalostat, pose=True)
+    views = _view(rng, "PA", kvp, cephalostat, pose=False), _view(rng, "LL", kvp, cephalostat, pose=True)
+    if storage is None:  # drawn after the views, so a given seed keeps its rooms and looks
+        storage = str(rng.choice(list(STORAGE_PROBABILITIES), p=list(STORAGE_PROBABILITIES.values())))
+    linear = bool(rng.random() < 0.5)
+    return tuple(replace(v, look=_stored_as(v.look, storage, linear)) for v in views)  # type: ignore[return-value]
+
+
+def _stored_as(look: Presentation, storage: str, linear: bool) -> Presentation:
+    if storage == "DX-processing":
+        return for_processing(look, linear)
+    if storage not in STORAGE_PROBABILITIES:
+        raise ValueError(f"storage {storage!r} unknown: one of {', '.join(STORAGE_PROBABILITIES)}")
+    return replace(look, storage=storage)

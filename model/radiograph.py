@@ -140,12 +140,27 @@ def display_values(ds: Dataset) -> np.ndarray:
         raise RadiographError(f"pixel data cannot be decoded: {exc}") from None
     if pixels.ndim != 2:
         raise RadiographError(f"expected one greyscale frame, got pixel array of shape {pixels.shape}")
-    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        values = -values
+    if str(ds.get("PixelIntensityRelationship", "")).strip() == "LIN":
+        values = _attenuation_of_linear(apply_modality_lut(pixels, ds).astype(np.float64), ds)
+    else:
+        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+        if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+            values = -values
     if not np.all(np.isfinite(values)) or np.ptp(values) == 0:
         raise RadiographError("pixel data is constant or not finite: nothing to reconstruct from")
     return values
+
+
+def _attenuation_of_linear(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """A linear (for processing) image as -log(signal / brightest signal): the log image a vendor
+    would have made. The sign says which way the signal runs (PS3.3 C.8.11.3.1.2); a display
+    window is for viewing raw data, so it is not applied."""
+    if int(ds.get("PixelIntensityRelationshipSign", 1) or 1) == -1:  # higher values: less signal
+        values = values.max() - values
+    brightest = float(values.max())
+    if brightest <= 0:
+        raise RadiographError("linear pixel data has no positive signal: nothing to reconstruct from")
+    return -np.log(np.clip(values, brightest * 1e-4, None) / brightest)  # 1e-4: ~9 attenuation lengths, no log(0)
 
 
 def read_view(ds: Dataset) -> tuple[str, ViewGeometry, list[str]]:

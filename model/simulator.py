@@ -96,7 +96,10 @@ def simulate_view(
                       variance_kev2=upsample(primary.variance_kev2, setup.shape_px))  # fmt: skip
     raw, flat = expose(primary, setup.detector, setup.acquisition, rng)
     pixels = present(raw, flat, setup.pitch_mm, setup.look)
-    dataset = radiograph_dataset(pixels, geometry, study, instance, setup.look.monochrome1, setup.look.bits, omit)
+    look = setup.look
+    dataset = radiograph_dataset(
+        pixels, geometry, study, instance, look.monochrome1, look.bits, omit, look.storage, look.relationship
+    )
     dataset.KVP = f"{setup.beam.kvp:.0f}"
     dataset.Exposure = f"{setup.beam.mas:.0f}"
     return SimulatedView(dataset, setup, geometry)
@@ -109,10 +112,14 @@ def simulate_radiographs(
     seed: int,
     kvp: float | None = None,
     omit: frozenset[str] = frozenset(),
+    storage: str | None = None,
 ) -> tuple[SimulatedView, SimulatedView]:
-    """A PA + lateral pair of the HU volume (z, y, x; LPS, centred on the isocentre)."""
+    """A PA + lateral pair of the HU volume (z, y, x; LPS, centred on the isocentre).
+
+    `storage` (DX, CR, DX-processing) fixes the object type; by default it is randomised.
+    """
     rng = np.random.default_rng(seed)
-    pa_setup, lateral_setup = random_pair(rng, kvp)
+    pa_setup, lateral_setup = random_pair(rng, kvp, storage)
     pa = simulate_view(hu, voxel_mm, pa_setup, study, 1, rng, omit)
     lateral = simulate_view(hu, voxel_mm, lateral_setup, study, 2, rng, omit)
     return pa, lateral
@@ -125,19 +132,26 @@ class HeadPair:
     head: Phantom  # the ground truth, on the serving grid
 
 
-def simulate_ct(path: Path, seed: int, kvp: float | None = None, omit: frozenset[str] = frozenset()) -> HeadPair:
+def simulate_ct(
+    path: Path, seed: int, kvp: float | None = None, omit: frozenset[str] = frozenset(), storage: str | None = None
+) -> HeadPair:
     """A real CT (DICOM folder or NIfTI), table removed, on the serving grid, and its radiograph pair."""
     hu = prepare_ct(path, OUTPUT_SHAPE, VOXEL_MM)
     labels = np.zeros(hu.shape, dtype=np.uint8)  # a real CT has no label map
-    pa, lateral = simulate_radiographs(hu, VOXEL_MM, study_for_seed(seed), seed, kvp, omit)
+    pa, lateral = simulate_radiographs(hu, VOXEL_MM, study_for_seed(seed), seed, kvp, omit, storage)
     return HeadPair(pa, lateral, Phantom(hu=hu, labels=labels, voxel_mm=VOXEL_MM, params=None))  # type: ignore[arg-type]
 
 
 def simulate_head(
-    age_y: float, condition: str, seed: int, kvp: float | None = None, omit: frozenset[str] = frozenset()
+    age_y: float,
+    condition: str,
+    seed: int,
+    kvp: float | None = None,
+    omit: frozenset[str] = frozenset(),
+    storage: str | None = None,
 ) -> HeadPair:
     """A procedural head (model/skull.py) on the serving grid and its radiograph pair."""
     head = phantom(parameters(age_y, condition, seed), OUTPUT_SHAPE, VOXEL_MM)
     study = replace(study_for_seed(seed), patient_sex=head.params.sex)
-    pa, lateral = simulate_radiographs(head.hu, VOXEL_MM, study, seed, kvp, omit)
+    pa, lateral = simulate_radiographs(head.hu, VOXEL_MM, study, seed, kvp, omit, storage)
     return HeadPair(pa, lateral, head)

@@ -7,7 +7,7 @@ model does not learn one vendor's look (model/acquisition.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,15 +23,26 @@ class Presentation:
     high_percentile: float
     bits: int  # 12-16 stored bits
     monochrome1: bool
+    storage: str = "DX"  # the object the room sends: DX (for presentation), DX-processing or CR
+    relationship: str = "LOG"  # PixelIntensityRelationship: LOG (bone bright) or LIN (raw signal)
+
+
+# A "for processing" image is the detector's signal before the vendor's look: no equalisation,
+# no gamma, full range; stored log-converted or linear.
+def for_processing(look: Presentation, linear: bool) -> Presentation:
+    return replace(look, unsharp_amount=0.0, gamma=1.0, low_percentile=0.0, high_percentile=100.0,
+                   monochrome1=False, storage="DX-processing", relationship="LIN" if linear else "LOG")  # fmt: skip
 
 
 def present(raw: np.ndarray, flat: float, pitch_mm: float, look: Presentation) -> np.ndarray:
     """Stored pixel values (unsigned ints in `bits`), bone bright for MONOCHROME2, inverted for 1."""
+    top = (1 << look.bits) - 1
+    if look.relationship == "LIN":  # raw signal, proportional to the photons: bone dark, air at the top
+        return np.rint(np.clip(raw / flat, 0.0, 1.0) * top).astype(np.uint16)
     attenuation = -np.log(np.clip(raw, flat * 1e-6, None) / flat)  # log conversion: bone high
     background = gaussian_blur(attenuation, look.unsharp_sigma_mm / pitch_mm)
     equalised = attenuation + look.unsharp_amount * (attenuation - background)
     low, high = np.percentile(equalised, [look.low_percentile, look.high_percentile])
     scaled = np.clip((equalised - low) / max(high - low, 1e-9), 0.0, 1.0) ** look.gamma
-    top = (1 << look.bits) - 1
     stored = np.rint(scaled * top).astype(np.uint16)
     return top - stored if look.monochrome1 else stored

@@ -207,12 +207,15 @@ def simulate(
     preview: Annotated[Path | None, typer.Option(help="also write a contact sheet PNG here")] = None,
     omit_geometry: Annotated[bool, typer.Option(help="leave the distance tags out, like some vendors")] = False,
     ct: Annotated[Path | None, typer.Option(help="simulate from a real CT (DICOM folder or NIfTI) instead")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="DX, CR or DX-processing (for processing); default: randomised")
+    ] = None,
 ) -> None:
     """Write a synthetic PA + lateral DX pair of a procedural child's head (or a real CT) and its truth."""
     from psct.offline import write_simulated_pair
 
     try:
-        paths = write_simulated_pair(age, seed, output, condition, kvp, preview, omit_geometry, ct)
+        paths = write_simulated_pair(age, seed, output, condition, kvp, preview, omit_geometry, ct, storage)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -62,6 +62,7 @@ def write_simulated_pair(
     preview: Path | None = None,
     omit_geometry: bool = False,
     ct: Path | None = None,
+    storage: str | None = None,
 ) -> list[Path]:
     """The DICOM pair, the ground truth (HU and labels with their grid in `truth.npz`, HU also as a CT
     series in the pair's study under `truth-ct/`) and an optional contact sheet.
@@ -69,7 +70,10 @@ def write_simulated_pair(
     With `ct`, a real CT replaces the procedural head (age and condition then only label the output).
     """
     omit = frozenset(OPTIONAL_GEOMETRY) if omit_geometry else frozenset()
-    pair = simulate_ct(ct, seed, kvp, omit) if ct is not None else simulate_head(age, condition, seed, kvp, omit)
+    if ct is not None:
+        pair = simulate_ct(ct, seed, kvp, omit, storage)
+    else:
+        pair = simulate_head(age, condition, seed, kvp, omit, storage)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for name, view in (("pa.dcm", pair.pa), ("lateral.dcm", pair.lateral)):

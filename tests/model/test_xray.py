@@ -7,11 +7,12 @@ import pytest
 import xraydb
 
 from model import xray
-from model.dx_writer import study_for_seed
-from model.radiograph import read_view
-from model.simulator import simulate_radiographs
+from model.acquisition import random_pair
+from model.dx_writer import SOP_CLASSES, radiograph_dataset, study_for_seed
+from model.radiograph import display_values, read_view
+from model.simulator import nominal_geometry, simulate_radiographs
 from model.skull import parameters, phantom
-from model.vendor import Presentation, present
+from model.vendor import Presentation, for_processing, present
 from tests.conftest import dciodvfy_errors
 
 BEAM = xray.Beam(kvp=70.0, filtration_mm_al=2.5, mas=5.0)
@@ -73,10 +74,29 @@ def test_presentation_keeps_bone_bright_in_monochrome2_and_inverts_for_monochrom
     assert np.all(np.diff(row) <= 0) if monochrome1 else np.all(np.diff(row) >= 0)
 
 
-@pytest.fixture(scope="module")
-def simulated_pair():  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("linear", [False, True])
+def test_a_for_processing_image_reads_back_as_its_attenuation(linear: bool) -> None:
+    """Raw signal stored linear (bone dark) or log: the reader recovers -log(signal / air) either way."""
+    attenuation = np.linspace(0.0, 4.0, 200)[None, :].repeat(50, axis=0)
+    look = for_processing(Presentation(1.0, 10.0, 1.2, 1.0, 99.0, 16, True), linear)
+    stored = present(1e4 * np.exp(-attenuation), 1e4, 0.15, look)
+    geometry = nominal_geometry(random_pair(np.random.default_rng(0))[0])
+    ds = radiograph_dataset(stored, geometry, study_for_seed(0), 1, False, 16, storage="DX-processing",
+                            relationship=look.relationship)  # fmt: skip
+    values = display_values(ds)
+    if linear:  # 16-bit quantisation of exp(-4) ~ 1.2k of 65k counts: ~1e-3 relative error in log
+        np.testing.assert_allclose(values, attenuation, atol=2e-3)
+    else:  # log stored: an affine image of the attenuation, bone bright
+        slope, intercept = np.polyfit(attenuation.ravel(), values.ravel(), 1)
+        np.testing.assert_allclose(values, slope * attenuation + intercept, atol=abs(slope) * 1e-3)
+        assert slope > 0
+
+
+@pytest.fixture(scope="module", params=["DX", "CR", "DX-processing"])
+def simulated_pair(request):  # type: ignore[no-untyped-def]
     head = phantom(parameters(3.0, "normal", seed=9), (96, 96, 96), 2.5)
-    return simulate_radiographs(head.hu, 2.5, study_for_seed(9), seed=9, omit=frozenset({"DistanceSourceToPatient"}))
+    omit = frozenset({"DistanceSourceToPatient"})
+    return simulate_radiographs(head.hu, 2.5, study_for_seed(9), seed=9, omit=omit, storage=request.param)
 
 
 def test_simulated_pair_is_valid_dicom_with_truthful_geometry(simulated_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -84,17 +104,19 @@ def test_simulated_pair_is_valid_dicom_with_truthful_geometry(simulated_pair, tm
         path = tmp_path / f"{view.setup.view}.dcm"
         view.dataset.save_as(path, enforce_file_format=True)
         assert dciodvfy_errors(path) == []
-        name, geometry, _notes = read_view(view.dataset)
+        assert view.dataset.SOPClassUID == SOP_CLASSES[view.setup.look.storage]
+        name, geometry, notes = read_view(view.dataset)
         assert name == view.setup.view
         assert geometry.sid_mm == pytest.approx(view.setup.sid_mm, abs=0.1)
-        assert geometry.sod_mm == pytest.approx(view.setup.sod_mm, abs=0.1)  # DS precision of the tags
+        if "EstimatedRadiographicMagnificationFactor" in view.dataset:  # SOD = SID / magnification
+            assert geometry.sod_mm == pytest.approx(view.setup.sod_mm, abs=0.1)  # DS precision of the tags
+        else:  # CR has no magnification attribute: without SOD the documented default is used, and said
+            assert any("DistanceSourceToPatient" in note for note in notes), notes
         assert geometry.pitch_mm == pytest.approx((view.setup.pitch_mm,) * 2, abs=1e-4)
         assert "DistanceSourceToPatient" not in view.dataset
 
 
 def test_the_skull_is_brighter_than_the_background(simulated_pair) -> None:  # type: ignore[no-untyped-def]
-    from model.radiograph import display_values
-
     for view in simulated_pair:
         values = display_values(view.dataset)
         rows, cols = values.shape
