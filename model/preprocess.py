@@ -1,13 +1,16 @@
-"""From displayed radiograph values to the network's input: robust scaling and a fixed size.
+"""From a radiograph to the network's input: robust scaling, a fixed size, its projection matrix.
 
-Pure numpy. The projection matrix is rescaled with the image so the geometry stays exact.
+Pure numpy. The projection matrix is rescaled with the image so the geometry stays exact. The
+service and the training data go through `view_input`, so the network sees the same thing in both.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pydicom.dataset import Dataset
 
-from model.geometry import rescale_projection
+from model.geometry import projection_matrix, rescale_projection
+from model.radiograph import RadiographError, display_values, read_view, view_family
 
 INPUT_SHAPE_PX = (256, 256)
 # Percentile scaling: the darkest 1 % (air, open field) -> 0, the brightest 0.5 % (petrous bone,
@@ -44,3 +47,13 @@ def preprocess(values: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.n
     image = normalise(resample_area(values.astype(np.float64), INPUT_SHAPE_PX))
     scaled = rescale_projection(matrix, values.shape, INPUT_SHAPE_PX)
     return image[None, None].astype(np.float32), scaled.astype(np.float32)
+
+
+def view_input(ds: Dataset, expected_family: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(image, matrix, geometry notes) of one view, as the network takes it; refuses a view of the
+    wrong family ("pa" or "lateral")."""
+    view, geometry, notes = read_view(ds)
+    if view_family(view) != expected_family:
+        raise RadiographError(f"the {expected_family} input is a {view} view")
+    image, matrix = preprocess(display_values(ds), projection_matrix(geometry))
+    return image, matrix, notes

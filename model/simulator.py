@@ -59,10 +59,32 @@ def render_shape(shape_px: tuple[int, int], pitch_mm: float) -> tuple[int, int]:
     return (max(2, math.ceil(shape_px[0] / factor)), max(2, math.ceil(shape_px[1] / factor)))
 
 
+def binned(setup: ViewSetup) -> ViewSetup:
+    """The same exposure read out on the ~RENDER_PITCH_MM grid: the panel's pixels binned, so
+    photons (quantum noise) add up and read-out noise adds in quadrature. Training data use it."""
+    factor = max(1, math.floor(RENDER_PITCH_MM / setup.pitch_mm))
+    pitch_mm = setup.pitch_mm * factor
+    detector = replace(setup.detector, pitch_mm=pitch_mm,
+                       electronic_noise_photons=setup.detector.electronic_noise_photons * factor)  # fmt: skip
+    return replace(setup, pitch_mm=pitch_mm, shape_px=render_shape(setup.shape_px, setup.pitch_mm), detector=detector)
+
+
 def mass_integrals(
-    soft: torch.Tensor, bone: torch.Tensor, voxel_mm: float, matrix: np.ndarray, shape_px: tuple[int, int]
+    soft: torch.Tensor,
+    bone: torch.Tensor,
+    voxel_mm: float,
+    matrix: np.ndarray,
+    shape_px: tuple[int, int],
+    bulk: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(soft, bone) mass line integrals in g/cm^2 on the detector grid `shape_px` of `matrix`."""
+    """(soft, bone) mass line integrals in g/cm^2 on the detector grid `shape_px` of `matrix`.
+
+    `bulk`: RTK's Joseph projector (~20x faster, agrees to r > 0.99999 in tests), for training data.
+    """
+    if bulk:
+        from model.rtk_projector import joseph_line_integrals
+
+        return tuple(joseph_line_integrals(v.numpy(), voxel_mm, matrix, shape_px) / 10.0 for v in (soft, bone))  # type: ignore[return-value]
     d, h, w = soft.shape
     axes = [torch.tensor(axis_mm(n, voxel_mm), dtype=torch.float32) for n in (w, h, d)]
     matrix_t = torch.tensor(matrix, dtype=torch.float32)
@@ -84,12 +106,16 @@ def simulate_view(
     instance: int,
     rng: np.random.Generator,
     omit: frozenset[str] = frozenset(),
+    bulk: bool = False,
 ) -> SimulatedView:
+    """One view; `bulk`: binned to ~1 mm pixels and projected by RTK, the fast path for training."""
+    if bulk:
+        setup = binned(setup)
     geometry = nominal_geometry(setup)
     soft, bone = (torch.tensor(v, dtype=torch.float32) for v in basis_densities(hu))
     coarse = render_shape(setup.shape_px, setup.pitch_mm)
     matrix = rescale_projection(_posed(projection_matrix(geometry), setup.pose_deg), setup.shape_px, coarse)
-    soft_g, bone_g = mass_integrals(soft, bone, voxel_mm, matrix, coarse)
+    soft_g, bone_g = mass_integrals(soft, bone, voxel_mm, matrix, coarse, bulk)
     # Photons per panel pixel, on the coarse grid: smooth at that scale, so interpolating is exact enough.
     primary = primary_signal(soft_g, bone_g, setup.beam, setup.detector, setup.sid_mm)
     primary = replace(primary, mean_kev=upsample(primary.mean_kev, setup.shape_px),
@@ -113,6 +139,7 @@ def simulate_radiographs(
     kvp: float | None = None,
     omit: frozenset[str] = frozenset(),
     storage: str | None = None,
+    bulk: bool = False,
 ) -> tuple[SimulatedView, SimulatedView]:
     """A PA + lateral pair of the HU volume (z, y, x; LPS, centred on the isocentre).
 
@@ -120,8 +147,8 @@ def simulate_radiographs(
     """
     rng = np.random.default_rng(seed)
     pa_setup, lateral_setup = random_pair(rng, kvp, storage)
-    pa = simulate_view(hu, voxel_mm, pa_setup, study, 1, rng, omit)
-    lateral = simulate_view(hu, voxel_mm, lateral_setup, study, 2, rng, omit)
+    pa = simulate_view(hu, voxel_mm, pa_setup, study, 1, rng, omit, bulk)
+    lateral = simulate_view(hu, voxel_mm, lateral_setup, study, 2, rng, omit, bulk)
     return pa, lateral
 
 

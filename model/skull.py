@@ -207,7 +207,7 @@ def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float
     _ventricles(labels, frame, semi)
     base = (depth >= 0) & (local[..., 2] < floor) & (local[..., 2] >= floor - max(t, 2.0))
     labels[base] = Label.FACIAL_BONE
-    _petrous_ridges(labels, local, semi, z_base)
+    _petrous_ridges(labels, frame, semi, z_base)
     _skull_base_and_face(labels, frame, semi, z_base, p)
     hu = _hounsfield(labels, p.age_y)
     return Phantom(hu=hu, labels=labels, voxel_mm=voxel_mm, params=p)
@@ -222,16 +222,20 @@ class _Frame:
     origin_mm: np.ndarray  # head-frame origin in world coordinates
     voxel_mm: float
 
-    def ellipsoid(self, centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
-        """Mask of an axis-aligned (head frame) ellipsoid, evaluated only in its bounding box."""
+    def box(self, centre: np.ndarray, half_mm: np.ndarray) -> tuple[slice, slice, slice]:
+        """Grid slices holding the head-frame box `centre` +- `half_mm` (axis-aligned in the head frame)."""
         shape = np.array(self.local.shape[:3])  # (z, y, x)
         world_centre = self.rotation @ np.asarray(centre, dtype=float) + self.origin_mm  # (x, y, z)
-        half = np.abs(self.rotation) @ np.asarray(semi, dtype=float) + self.voxel_mm
+        half = np.abs(self.rotation) @ np.asarray(half_mm, dtype=float) + self.voxel_mm
         index_centre = world_centre[::-1] / self.voxel_mm + (shape - 1) / 2.0
         low = np.clip(np.floor(index_centre - half[::-1] / self.voxel_mm), 0, shape).astype(int)
         high = np.clip(np.ceil(index_centre + half[::-1] / self.voxel_mm) + 1, 0, shape).astype(int)
+        return tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))  # type: ignore[return-value]
+
+    def ellipsoid(self, centre: np.ndarray, semi: np.ndarray) -> np.ndarray:
+        """Mask of an axis-aligned (head frame) ellipsoid, evaluated only in its bounding box."""
         mask = np.zeros(self.local.shape[:3], dtype=bool)
-        box = tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))
+        box = self.box(centre, semi)
         mask[box] = np.sum(((self.local[box] - centre) / semi) ** 2, axis=-1) <= 1.0
         return mask
 
@@ -252,18 +256,19 @@ def _cranial_floor(local: np.ndarray, semi: np.ndarray, z_base: float) -> np.nda
     return z_base + ANTERIOR_FOSSA_RISE * bz * anterior - POSTERIOR_FOSSA_DROP * bz * posterior
 
 
-def _petrous_ridges(labels: np.ndarray, local: np.ndarray, semi: np.ndarray, z_base: float) -> None:
+def _petrous_ridges(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float) -> None:
     """The dense petrous temporal bones: ridges running forward and inward from each side at ~45 deg
     to the midline, between the middle and posterior fossae (the bright oblique lines of a PA skull)."""
     bx, by, bz = semi
     for sign in (-1.0, 1.0):
         centre = np.array([0.42 * bx * sign, 0.08 * by, z_base + 0.02 * bz])
-        offset = local - centre
+        box = frame.box(centre, np.array([0.32 * bx, 0.32 * bx, 0.08 * bz]))  # holds the ridge at any angle
+        offset = frame.local[box] - centre
         angle = np.deg2rad(45.0) * sign
         along = offset[..., 0] * np.cos(angle) - offset[..., 1] * np.sin(angle)
         across = offset[..., 0] * np.sin(angle) + offset[..., 1] * np.cos(angle)
         ridge = (along / (0.32 * bx)) ** 2 + (across / (0.07 * bx)) ** 2 + (offset[..., 2] / (0.08 * bz)) ** 2 <= 1
-        labels[ridge] = Label.PETROUS
+        labels[box][ridge] = Label.PETROUS
 
 
 def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float,

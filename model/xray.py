@@ -67,7 +67,7 @@ class Spectrum:
     fluence_per_cm2_mas_at_1m: np.ndarray  # photons per energy bin
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=512)
 def _spectrum(kvp: float, filtration_mm_al: float) -> Spectrum:
     spek = spekpy.Spek(kvp=kvp, th=ANODE_ANGLE_DEG, dk=1.0)
     spek.filter("Al", filtration_mm_al)
@@ -76,7 +76,9 @@ def _spectrum(kvp: float, filtration_mm_al: float) -> Spectrum:
 
 
 def spectrum(beam: Beam) -> Spectrum:
-    return _spectrum(round(beam.kvp, 1), round(beam.filtration_mm_al, 2))
+    # Generators set kV in 1 kV steps; 0.1 mm Al is below filtration tolerances. Coarse keys let the
+    # cache serve bulk generation (spekpy takes ~0.25 s per spectrum).
+    return _spectrum(float(round(beam.kvp)), round(beam.filtration_mm_al, 1))
 
 
 def csi_absorption(energies_kev: np.ndarray, thickness_mm: float) -> np.ndarray:

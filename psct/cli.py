@@ -223,6 +223,20 @@ def simulate(
         typer.echo(path)
 
 
+@app.command()
+def dataset(
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="number of pairs")],
+    output: Annotated[Path, typer.Option("-o", "--output")],
+    seed: Annotated[int, typer.Option(help="base seed of the stream; pair i is a function of (seed, i)")] = 0,
+    truth_pool: Annotated[int, typer.Option(min=1, help="ground truth pooled from 1.5 mm by this factor")] = 2,
+    omit_probability: Annotated[float, typer.Option(min=0, max=1, help="share of pairs without geometry")] = 0.1,
+) -> None:
+    """Write training pairs (network inputs, matrices, truth) as .npz; existing ones are kept (resumable)."""
+    from psct.offline import write_dataset
+
+    typer.echo(write_dataset(count, output, seed, truth_pool, omit_probability))
+
+
 @app.command("contact-sheet")
 def contact_sheet(
     output: Annotated[Path, typer.Option("-o", "--output")] = Path("docs/phantoms.png"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from tqdm import tqdm
 from model import __version__
 from model.anatomy import occipitofrontal_slice
 from model.dx_writer import OPTIONAL_GEOMETRY
+from model.grid import VOXEL_MM
 from model.radiograph import display_values
 from model.simulator import HeadPair, simulate_ct, simulate_head
 from model.skull import CONDITIONS
@@ -98,6 +101,23 @@ def write_simulated_pair(
         files.write_file(preview, contact_sheet(pair))
         written.append(preview)
     return written
+
+
+def write_dataset(count: int, output: Path, seed: int, truth_pool: int, omit_probability: float) -> Path:
+    """Pairs 0..count-1 of the stream into `output`, with a manifest saying what they are."""
+    from model.dataset import AGE_RANGE_Y, NORMAL_SHARE, PairStream
+
+    stream = PairStream(count, seed, truth_pool, output, omit_probability)
+    specs = [asdict(stream[i].spec) for i in tqdm(range(count), desc="pairs", unit="pair")]
+    manifest = {
+        "what": "PSCT training pairs: procedural pediatric heads, simulated radiographs (synthetic, research only)",
+        "engine_version": __version__, "base_seed": seed, "count": count, "truth_pool": truth_pool,
+        "truth_voxel_mm": VOXEL_MM * truth_pool, "omit_geometry_probability": omit_probability,
+        "age_range_y": AGE_RANGE_Y, "normal_share": NORMAL_SHARE, "pairs": specs,
+    }  # fmt: skip
+    path = output / f"manifest-seed{seed}.json"
+    files.write_file(path, json.dumps(manifest, indent=1).encode())
+    return path
 
 
 def contact_sheet(pair: HeadPair, height_px: int = 240) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -58,6 +59,18 @@ def test_simulate_then_reconstruct_offline(tmp_path: Path) -> None:
     assert len(slices) == 160 and (tmp_path / "preview.png").stat().st_size > 1000
     assert dciodvfy_errors(slices[80]) == []
     assert "NOT FOR DIAGNOSTIC USE" in dcmread(slices[0]).SeriesDescription
+
+
+def test_dataset_writes_pairs_and_a_manifest_and_resumes(tmp_path: Path) -> None:
+    result = run("dataset", "-n", "2", "--truth-pool", "8", "--seed", "5", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "manifest-seed5.json").read_text())
+    assert manifest["count"] == 2 and len(manifest["pairs"]) == 2 and "synthetic" in manifest["what"]
+    pairs = sorted(tmp_path.glob("*.npz"))
+    assert len(pairs) == 2 and np.load(pairs[0])["hu"].shape == (20, 20, 20)
+    stamps = [p.stat().st_mtime_ns for p in pairs]
+    assert run("dataset", "-n", "2", "--truth-pool", "8", "--seed", "5", "-o", str(tmp_path)).returncode == 0
+    assert [p.stat().st_mtime_ns for p in pairs] == stamps  # a second run reads what is there
 
 
 def test_simulate_refuses_an_unknown_condition(tmp_path: Path) -> None:
