@@ -30,8 +30,8 @@ HEEL_GRADIENT = (-0.15, 0.15)
 # (half of those stored linear, half log-converted). Drawn per visit: one room, one object type.
 STORAGE_PROBABILITIES = {"DX": 0.6, "CR": 0.2, "DX-processing": 0.2}
 POSE_ERROR_DEG = 2.0  # the head turns by up to this much (each axis) between the two exposures
-UNSHARP_AMOUNT = (0.0, 2.0)
-UNSHARP_SIGMA_MM = (5.0, 30.0)
+UNSHARP_AMOUNT = (0.0, 4.0)  # multi-scale equalisation of skull studies flattens the soft-tissue dome strongly
+UNSHARP_SIGMA_MM = (5.0, 40.0)
 GAMMA_RANGE = (0.7, 1.4)
 BITS = (12, 14, 16)
 

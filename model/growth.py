@@ -61,6 +61,18 @@ SPHENOID_RADIUS_MM = np.array([0.0, 3.0, 7.0, 10.0])
 FRONTAL_AGE_Y = np.array([0.0, 6.0, 12.0, 18.0])
 FRONTAL_RADIUS_MM = np.array([0.0, 2.0, 7.0, 10.0])
 
+# Dentition, teeth per quadrant by age (AAPD eruption charts): deciduous teeth erupt from ~6 months
+# to ~2.5 y and are shed from ~6 y to ~12 y; permanent teeth erupt from ~6 y (first molar) to
+# ~12 y (second molar; third molars left out); permanent crowns calcify from birth (first molar) to
+# ~8 y and wait in the jaw as buds until they erupt.
+DECIDUOUS_AGE_Y = np.array([0.0, 0.5, 1.0, 1.5, 2.5, 6.0, 12.0])
+DECIDUOUS_ERUPTED = np.array([0.0, 0.0, 2.0, 4.0, 5.0, 5.0, 0.0])
+PERMANENT_AGE_Y = np.array([0.0, 6.0, 8.0, 12.0, 18.0])
+PERMANENT_ERUPTED = np.array([0.0, 1.0, 3.0, 7.0, 7.0])
+PERMANENT_CALCIFIED_AGE_Y = np.array([0.0, 1.0, 3.0, 8.0])
+PERMANENT_CALCIFIED = np.array([1.0, 3.0, 6.0, 7.0])
+TOOTH_HU = 2200.0  # enamel ~2500-3000 HU around dentin ~1500-2000 HU, at 1.5 mm voxels
+
 # Intracranial volume, mL, for the anatomy check (Sgouros S. et al., J Neurosurg 1999;91:610-616:
 # ~90 % of adult volume by ~5 y; adult ~1300-1700 mL). Broad normal ranges per age.
 ICV_RANGE_ML = {0.0: (300, 650), 1.0: (750, 1200), 4.0: (1000, 1500), 10.0: (1150, 1650), 18.0: (1200, 1800)}

@@ -33,6 +33,7 @@ class Label(IntEnum):
     SINUS = 11
     SPINE = 12
     PETROUS = 13  # petrous temporal bone, the densest of the skull
+    TOOTH = 14  # erupted teeth and unerupted crowns
 
 
 SOFT_HU = {
@@ -47,6 +48,7 @@ BASE_Z_FRACTION = -0.3  # skull-base plane, as a fraction of the vault's vertica
 # behind the petrous ridges and sits lower.
 ANTERIOR_FOSSA_END, POSTERIOR_FOSSA_START, FOSSA_STEP = 0.3, 0.12, 0.06
 ANTERIOR_FOSSA_RISE, POSTERIOR_FOSSA_DROP = 0.2, 0.25
+FLOOR_DOME = 0.05  # side-to-side curvature of the fossae, a fraction of the vertical semi-axis
 # Pointed forehead of trigonocephaly: interfrontal angle ~118 deg vs ~145 deg normal (issue 4).
 METOPIC_KEEL = 0.22
 PLAGIOCEPHALY_FLATTENING = 0.12  # radial flattening of the affected quadrant
@@ -249,11 +251,15 @@ def _ventricles(labels: np.ndarray, frame: _Frame, semi: np.ndarray) -> None:
 def _cranial_floor(local: np.ndarray, semi: np.ndarray, z_base: float) -> np.ndarray:
     """Height of the cranial floor under each voxel: anterior fossa (orbital roofs) highest, middle
     fossa at the base plane, posterior fossa lowest, with smooth steps between them."""
-    by, bz = semi[1], semi[2]
+    bx, by, bz = semi
     y = local[..., 1]
     anterior = 1.0 / (1.0 + np.exp((y + ANTERIOR_FOSSA_END * by) / (FOSSA_STEP * by)))
     posterior = 1.0 / (1.0 + np.exp(-(y - POSTERIOR_FOSSA_START * by) / (FOSSA_STEP * by)))
-    return z_base + ANTERIOR_FOSSA_RISE * bz * anterior - POSTERIOR_FOSSA_DROP * bz * posterior
+    # Bowls, not shelves: the orbital roofs dome up beside the lower cribriform plate, the middle and
+    # posterior fossae deepen to the sides (so the floor projects as curves, not one hard line).
+    lateral = np.minimum((local[..., 0] / bx) ** 2, 1.0)
+    bowl = FLOOR_DOME * bz * (np.minimum(4.0 * lateral, 1.0) * anterior - 2.0 * lateral * (1.0 - anterior))
+    return z_base + ANTERIOR_FOSSA_RISE * bz * anterior - POSTERIOR_FOSSA_DROP * bz * posterior + bowl
 
 
 def _petrous_ridges(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float) -> None:
@@ -273,31 +279,68 @@ def _petrous_ridges(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base:
 
 def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float,
                          p: SkullParameters) -> None:  # fmt: skip
-    local = frame.local
+    """Face and neck under the anterior skull base, placed on the vault's axes (x left, y back, z up).
+
+    Landmarks are fractions of the vault's semi-axes, with the face's height scaled by `f`: the
+    face is small against the cranium at birth (about 1:8 in volume) and grows to about 1:2.5.
+    """
     bx, by, bz = semi
     t = max(p.thickness_mm, 2.0)
-    # The face is small against the cranium at birth (about 1:8) and grows to about 1:2.5.
     f = 0.75 + 0.25 * np.sqrt(p.age_y / 18.0)
-    # Face: soft tissue block with a bony shell (maxilla, zygoma) under the anterior skull base.
-    face_c = np.array([0.0, -0.6 * by, z_base - 0.45 * bz * f])
-    face_r = np.array([0.7 * bx, 0.42 * by, 0.55 * bz * f])
-    face = frame.ellipsoid(face_c, face_r) & (labels == Label.AIR)
+    wall = 1.5 + 0.3 * t  # thin facial bone: orbital walls, maxillary sinus walls
+    # Soft tissue of the face, down to the chin.
+    face_c = np.array([0.0, -0.6 * by, z_base - 0.5 * bz * f])
+    face = frame.ellipsoid(face_c, np.array([0.7 * bx, 0.42 * by, 0.62 * bz * f])) & (labels == Label.AIR)
     labels[face] = Label.SCALP
-    shell = ~frame.ellipsoid(face_c, face_r - 3.0 - t) & face & frame.ellipsoid(face_c, face_r - 3.0)
-    labels[shell] = Label.FACIAL_BONE
-    # Orbits: fat-filled (spheres here) under the frontal bone, in front of the skull base.
+    # Orbits: fat-filled, just under the orbital roof; bony walls around them, open at the front,
+    # so each shows a bony rim (the orbital outlines of a PA skull film).
+    orbit_r = 0.18 * by * f
+    orbit_z = z_base + ANTERIOR_FOSSA_RISE * bz - 0.2 * by * f
+    orbit_semi = orbit_r * np.array([1.0, 1.15, 0.9])
     for sign in (-1.0, 1.0):
-        # Just under the orbital roof (the anterior fossa floor).
-        centre = np.array([0.3 * bx * sign, -0.78 * by, z_base + ANTERIOR_FOSSA_RISE * bz - 0.2 * by * f])
-        labels[frame.ellipsoid(centre, np.full(3, 0.18 * by * f))] = Label.ORBIT
-    # Nasal cavity and sinuses (air).
-    nasal = (np.abs(local[..., 0]) < 0.08 * bx) & (local[..., 1] < -0.45 * by) & (local[..., 1] > -1.0 * by)
-    nasal &= (local[..., 2] < z_base - 0.1 * bz * f) & (local[..., 2] > z_base - 0.8 * bz * f)
-    labels[nasal & (labels != Label.AIR)] = Label.SINUS
+        centre = np.array([0.3 * bx * sign, -0.78 * by, orbit_z])
+        box = frame.box(centre, orbit_semi + wall)
+        q = (frame.local[box] - centre) / orbit_semi
+        inner = np.sum(q**2, axis=-1) <= 1.0
+        outer = np.sum(((frame.local[box] - centre) / (orbit_semi + wall)) ** 2, axis=-1) <= 1.0
+        behind_rim = q[..., 1] > -0.7  # the front of the cone is the orbital opening
+        region = labels[box]
+        region[outer & ~inner & behind_rim & ~np.isin(region, (Label.BRAIN, Label.CSF))] = Label.FACIAL_BONE
+        region[inner] = Label.ORBIT
+    # Maxilla: a bony box of sinus walls under the orbits down to the alveolar ridge, with the
+    # pear-shaped nasal aperture in front and the nasal cavity and septum in the midline.
+    floor_z = orbit_z - orbit_semi[2] - wall
+    crest_z = z_base - 0.78 * bz * f  # upper alveolar crest; the occlusal plane is just below
+    maxilla_c = np.array([0.0, -0.72 * by, 0.5 * (floor_z + crest_z)])
+    maxilla_semi = np.array([0.42 * bx, 0.24 * by, 0.5 * (floor_z - crest_z) + wall])
+    box = frame.box(maxilla_c, maxilla_semi)
+    local = frame.local[box]
+    region = labels[box]
+    inside = np.sum(((local - maxilla_c) / maxilla_semi) ** 2, axis=-1) <= 1.0
+    core = np.sum(((local - maxilla_c) / (maxilla_semi - wall)) ** 2, axis=-1) <= 1.0
+    free = ~np.isin(region, (Label.ORBIT, Label.BRAIN, Label.CSF))
+    region[inside & free] = Label.FACIAL_BONE
+    region[core & free] = Label.SCALP  # filled below by sinuses and nasal cavity
+    x, y, z = local[..., 0], local[..., 1], local[..., 2]
+    height = np.clip((z - crest_z) / max(floor_z - crest_z, 1.0), 0.0, 1.0)
+    aperture_half = 0.11 * bx * (0.6 + 0.8 * height * (1.0 - height))  # widest in the middle: a pear
+    nasal = (np.abs(x) < aperture_half) & (z > crest_z + 0.15 * (floor_z - crest_z)) & (z < orbit_z)
+    region[nasal & inside & (y < maxilla_c[1] + 0.6 * maxilla_semi[1])] = Label.SINUS  # nasal cavity, air
+    region[nasal & inside & (np.abs(x) < 0.9) & (y > maxilla_c[1] - 0.6 * maxilla_semi[1])] = Label.FACIAL_BONE
     radius = growth.at(p.age_y, growth.MAXILLARY_AGE_Y, growth.MAXILLARY_RADIUS_MM)
     for sign in (-1.0, 1.0):
-        centre = np.array([0.28 * bx * sign, -0.68 * by, z_base - 0.55 * bz * f])
-        labels[frame.ellipsoid(centre, np.full(3, radius))] = Label.SINUS
+        centre = np.array([0.24 * bx * sign, maxilla_c[1], maxilla_c[2] + 0.1 * maxilla_semi[2]])
+        sinus = frame.ellipsoid(centre, np.minimum(np.full(3, radius), maxilla_semi * [0.45, 0.8, 0.8] - wall))
+        labels[sinus & (labels == Label.SCALP)] = Label.SINUS
+    # Zygoma: the cheek bone at the lower outer orbital rim and its arch running back to the temple.
+    for sign in (-1.0, 1.0):
+        body = np.array([0.5 * bx * sign, -0.7 * by, floor_z])
+        labels[frame.ellipsoid(body, np.array([0.12 * bx, 0.1 * by, 0.1 * bz * f])) & (labels != Label.ORBIT)] = (
+            Label.FACIAL_BONE
+        )
+        arch_c = np.array([0.64 * bx * sign, -0.38 * by, floor_z - 0.02 * bz])
+        arch = frame.ellipsoid(arch_c, np.array([0.06 * bx, 0.34 * by, 0.035 * bz * f + 1.5]))
+        labels[arch & ~np.isin(labels, (Label.BRAIN, Label.CSF))] = Label.FACIAL_BONE
     # Sinuses pneumatise bone, never the cranial cavity.
     outside_brain = ~np.isin(labels, (Label.BRAIN, Label.CSF))
     frontal = growth.at(p.age_y, growth.FRONTAL_AGE_Y, growth.FRONTAL_RADIUS_MM)
@@ -308,22 +351,62 @@ def _skull_base_and_face(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_
     if sphenoid > 0:
         sinus = frame.ellipsoid(np.array([0.0, -0.25 * by, z_base - 0.08 * bz]), np.full(3, sphenoid))
         labels[sinus & outside_brain] = Label.SINUS
-    # Mandible: a U-shaped bony arch under the face, with rami up to the skull base.
-    arch_c = np.array([0.0, -0.3 * by, z_base - 1.0 * bz * f])
-    ring = np.sqrt((local[..., 0] / (0.62 * bx)) ** 2 + ((local[..., 1] - arch_c[1]) / (0.72 * by)) ** 2)
-    in_height = np.abs(local[..., 2] - arch_c[2]) < 0.09 * bz * f
-    labels[(ring < 1.0) & (ring > 1.0 - t * 3.0 / (0.62 * bx)) & in_height & (local[..., 1] <= arch_c[1])] = (
-        Label.MANDIBLE
-    )
-    for sign in (-1.0, 1.0):
-        ramus = (np.abs(local[..., 0] - 0.61 * bx * sign) < t) & (np.abs(local[..., 1] - arch_c[1]) < 0.1 * by)
-        labels[ramus & (local[..., 2] > arch_c[2]) & (local[..., 2] < z_base - 0.1 * bz)] = Label.MANDIBLE
+    _mandible_and_teeth(labels, frame, semi, z_base, crest_z, f, p)
     # Cervical spine: a column of vertebral bodies behind the pharynx, below the skull base.
+    local = frame.local
     column = np.sqrt(local[..., 0] ** 2 + (local[..., 1] - 0.1 * by) ** 2) < 0.14 * bx
     below = local[..., 2] < z_base - t
     bodies = np.mod(local[..., 2] - z_base, 0.22 * bz) > 0.04 * bz  # discs between bodies
     labels[column & below] = Label.SCALP
     labels[column & below & bodies] = Label.SPINE
+
+
+def _mandible_and_teeth(labels: np.ndarray, frame: _Frame, semi: np.ndarray, z_base: float, crest_z: float,
+                        f: float, p: SkullParameters) -> None:  # fmt: skip
+    """A horseshoe mandible (body, angles, rami up to the condyles in front of the ears) and the
+    dental arches: erupted teeth on the alveolar crests, unerupted crowns (buds) deeper in the jaws."""
+    bx, by, bz = semi
+    local = frame.local
+    arch_y = -0.42 * by  # centre of the dental arch ellipse; teeth lie on its anterior half
+    arch = np.array([0.34 * bx, 0.42 * by])
+    body_height = 0.16 * bz * f
+    lower_crest = crest_z - 2.0  # the occlusal plane between the arches
+    bottom = lower_crest - body_height
+    ring = np.sqrt((local[..., 0] / (arch[0] * 1.1)) ** 2 + ((local[..., 1] - arch_y) / (arch[1] * 1.1)) ** 2)
+    bar = 0.12 + 0.04 * f  # body thickness as a fraction of the arch radius
+    body = (np.abs(ring - 1.0) < bar) & (local[..., 2] < lower_crest) & (local[..., 2] > bottom)
+    labels[body & (local[..., 1] <= arch_y + 0.1 * by)] = Label.MANDIBLE
+    for sign in (-1.0, 1.0):  # rami: from the angle (gonion) up and back to the condyle
+        gonion = np.array([1.1 * arch[0] * sign, arch_y + 0.1 * by, bottom + 0.3 * body_height])
+        condyle = np.array([0.62 * bx * sign, -0.02 * by, z_base - 0.06 * bz])
+        _segment(labels, frame, gonion, condyle, np.array([0.05 * bx, 0.09 * by]), Label.MANDIBLE)
+    # Teeth: per quadrant, erupted ones along the crest, buds 0.4 of the body height inside the jaw.
+    deciduous = growth.at(p.age_y, growth.DECIDUOUS_AGE_Y, growth.DECIDUOUS_ERUPTED)
+    permanent = growth.at(p.age_y, growth.PERMANENT_AGE_Y, growth.PERMANENT_ERUPTED)
+    calcified = growth.at(p.age_y, growth.PERMANENT_CALCIFIED_AGE_Y, growth.PERMANENT_CALCIFIED)
+    erupted, buds = int(round(deciduous + permanent)), int(round(max(calcified - permanent, 0.0)))
+    size = 2.2 + 1.6 * f  # crown semi-axis, mm
+    for crest, down in ((crest_z, 1.0), (lower_crest, -1.0)):  # upper teeth hang down, lower stand up
+        for count, depth, scale in ((erupted, 0.0, 1.0), (buds, 0.4 * body_height, 0.8)):
+            for k in range(min(count, 8)):
+                angle = np.deg2rad(8.0 + 80.0 * k / max(count - 1, 1) if count > 1 else 8.0)
+                for sign in (-1.0, 1.0):
+                    centre = np.array([sign * arch[0] * np.sin(angle), arch_y - arch[1] * np.cos(angle),
+                                       crest - down * (size + depth)])  # fmt: skip
+                    tooth = frame.ellipsoid(centre, scale * np.array([size * 0.8, size * 0.8, size * 1.3]))
+                    labels[tooth & (labels != Label.AIR)] = Label.TOOTH
+
+
+def _segment(labels: np.ndarray, frame: _Frame, start: np.ndarray, stop: np.ndarray, half_mm: np.ndarray,
+             label: Label) -> None:  # fmt: skip
+    """A bar from `start` to `stop` with an elliptical cross-section (half widths in x and y)."""
+    box = frame.box((start + stop) / 2.0, np.abs(stop - start) / 2.0 + half_mm.max())
+    q = frame.local[box] - start
+    axis = stop - start
+    s = np.clip(q @ axis / (axis @ axis), 0.0, 1.0)
+    off = q - s[..., None] * axis
+    inside = (off[..., 0] / half_mm[0]) ** 2 + (off[..., 1] / half_mm[1]) ** 2 + (off[..., 2] / half_mm[1]) ** 2 <= 1
+    labels[box][inside] = label
 
 
 def _hounsfield(labels: np.ndarray, age_y: float) -> np.ndarray:
@@ -333,7 +416,9 @@ def _hounsfield(labels: np.ndarray, age_y: float) -> np.ndarray:
     cortical = growth.at(age_y, growth.BONE_AGE_Y, growth.TABLE_HU)
     table[Label.OUTER_TABLE] = table[Label.INNER_TABLE] = cortical
     table[Label.DIPLOE] = growth.at(age_y, growth.BONE_AGE_Y, growth.DIPLOE_HU)
-    table[Label.FACIAL_BONE] = table[Label.MANDIBLE] = 0.8 * cortical
+    table[Label.FACIAL_BONE] = 0.8 * cortical
+    table[Label.MANDIBLE] = cortical  # a thick cortex round a thin cancellous core
     table[Label.SPINE] = 0.45 * cortical  # cancellous vertebral bodies
     table[Label.PETROUS] = 1.1 * cortical
+    table[Label.TOOTH] = growth.TOOTH_HU
     return table[labels]
