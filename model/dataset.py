@@ -41,7 +41,7 @@ class TrainingPair:
     lateral: np.ndarray
     pa_matrix: np.ndarray  # (3, 4) float32, for the 256^2 image
     lateral_matrix: np.ndarray
-    hu: np.ndarray  # (D, H, W) float32 on the serving grid pooled by truth_pool
+    hu: np.ndarray  # (D, H, W) float32 whole HU on the serving grid pooled by truth_pool
     spec: PairSpec
 
 
@@ -66,14 +66,15 @@ def make_pair(spec: PairSpec, truth_pool: int = 2) -> TrainingPair:
     lat_image, lat_matrix, _ = view_input(lateral.dataset, "lateral")
     hu = torch.from_numpy(head.hu.astype(np.float32))[None, None]
     pooled = F.avg_pool3d(hu, truth_pool)[0, 0].numpy() if truth_pool > 1 else hu[0, 0].numpy()
-    return TrainingPair(pa_image[0], lat_image[0], pa_matrix, lat_matrix, pooled, spec)
+    # Whole HU, as the cache stores them (int16): a cached pair is bit for bit the generated one.
+    return TrainingPair(pa_image[0], lat_image[0], pa_matrix, lat_matrix, np.rint(pooled), spec)
 
 
 def save_pair(pair: TrainingPair, path: Path) -> None:
-    """One pair as a compressed .npz (truth stored as int16 HU, rounded)."""
+    """One pair as a compressed .npz (truth as int16 HU)."""
     np.savez_compressed(
         path, pa=pair.pa, lateral=pair.lateral, pa_matrix=pair.pa_matrix, lateral_matrix=pair.lateral_matrix,
-        hu=np.rint(pair.hu).astype(np.int16), spec=json.dumps(asdict(pair.spec)),
+        hu=pair.hu.astype(np.int16), spec=json.dumps(asdict(pair.spec)),
     )  # fmt: skip
 
 

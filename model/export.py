@@ -98,7 +98,40 @@ def export(module: torch.nn.Module, onnx_path: Path, metadata: dict) -> dict:
 
 
 def module_shape(module: torch.nn.Module) -> tuple[int, int, int]:
+    """The served output grid (PSCT-Net works on a coarser grid inside and upsamples)."""
+    if hasattr(module, "output_shape"):
+        return tuple(module.output_shape)  # type: ignore[return-value]
     return (len(module.z_mm), len(module.y_mm), len(module.x_mm))  # type: ignore[arg-type]
+
+
+def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None) -> dict:
+    """A trained checkpoint (model/train.py) as the served ONNX model, its training recorded."""
+    from model.train import TrainConfig, build
+
+    state = torch.load(checkpoint, weights_only=False)
+    config = TrainConfig.from_dict(state["config"])
+    net = build(config)
+    net.load_state_dict(state["model"])
+    return export(
+        net,
+        onnx_path,
+        {
+            "name": net.name,
+            "label": "PSCT-Net (learned): research reconstruction, not for diagnostic use",
+            "kind": "psct-net",
+            "version": version,
+            "training": {
+                "config": state["config"],
+                "config_digest": state["digest"],
+                "steps": state["step"],
+                "data": "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
+                "(model/dataset.py); no patient data",
+            },  # fmt: skip
+            "architecture": net.config,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "metrics": metrics,
+        },
+    )
 
 
 def export_physics_baseline(onnx_path: Path, version: str) -> dict:

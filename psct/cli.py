@@ -262,19 +262,45 @@ def demo(
         typer.echo(line)
 
 
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="training config JSON (see model/configs/)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="run folder; the same config resumes")],
+    cache: Annotated[Path | None, typer.Option(help="pair cache folder (psct dataset writes one)")] = None,
+) -> None:
+    """Train PSCT-Net on data-engine pairs (needs the [train] extra)."""
+    from model.train import TrainConfig
+    from model.train import train as run_training
+
+    try:
+        settings = TrainConfig.from_json(config)
+        summary = run_training(settings, output, cache, log=typer.echo)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"done: {summary}")
+
+
 @app.command("export")
 def export_model(
-    output: Annotated[Path, typer.Option("-o", "--output")] = Path("model/weights/physics-baseline.onnx"),
-    baseline: Annotated[bool, typer.Option(help="export the physics baseline (the only model so far)")] = True,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="a training checkpoint to export; without it, the physics baseline")
+    ] = None,
 ) -> None:
     """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
     from model import __version__
-    from model.export import export_physics_baseline
+    from model.export import export_physics_baseline, export_psct_net
 
-    if not baseline:
-        typer.echo("only the physics baseline exists so far (PSCT-Net training is issue #5)", err=True)
-        raise typer.Exit(2)
-    sidecar = export_physics_baseline(output, __version__)
+    if checkpoint is None:
+        output = output or Path("model/weights/physics-baseline.onnx")
+        sidecar = export_physics_baseline(output, __version__)
+    else:
+        if not checkpoint.is_file():
+            typer.echo(f"error: no checkpoint at {checkpoint}", err=True)
+            raise typer.Exit(2)
+        output = output or Path("model/weights/psct-net.onnx")
+        sidecar = export_psct_net(checkpoint, output, __version__)
     typer.echo(
         f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
         f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)"

@@ -73,6 +73,12 @@ def test_dataset_writes_pairs_and_a_manifest_and_resumes(tmp_path: Path) -> None
     assert [p.stat().st_mtime_ns for p in pairs] == stamps  # a second run reads what is there
 
 
+def test_train_names_a_bad_config_key(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text(json.dumps({"steps": 2, "learning_rat": 0.1}))
+    result = run("train", "--config", str(tmp_path / "bad.json"), "-o", str(tmp_path / "run"))
+    assert result.returncode == 2 and "learning_rat" in result.stderr
+
+
 def test_simulate_refuses_an_unknown_condition(tmp_path: Path) -> None:
     result = run("simulate", "--age", "2", "--condition", "oxycephaly", "-o", str(tmp_path))
     assert result.returncode == 2 and "condition" in result.stderr

@@ -1,0 +1,194 @@
+"""Training PSCT-Net on data-engine pairs: losses in HU, checkpoints, resume, a loss-curve PNG.
+
+One run is a folder: `config.json` (what was asked), `checkpoint.pt` (written atomically every
+`checkpoint_every` steps and at the end), `losses.jsonl` and `losses.png`. Running the same config
+into the same folder resumes from the checkpoint; seeds fix the data order and the initial weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.dataset import PairStream, TrainingPair
+from model.grid import OUTPUT_SHAPE, VOXEL_MM
+from model.network import HU_SCALE, PSCTNet, scale_matrix
+from model.preprocess import INPUT_SHAPE_PX
+from model.projector import forward_project
+
+BONE_HU = 300.0  # cancellous bone starts here: the bone-weighted term and the Dice threshold
+PROJECTION_PX = 64  # detector size of the projection-consistency term (coarse, like the 3D grid)
+
+
+@dataclass(frozen=True)
+class Losses:
+    l1: float = 1.0  # mean |HU error| / HU_SCALE
+    bone: float = 2.0  # extra weight of that error on true bone (thin bone is the hard part)
+    gradient: float = 0.5  # L1 of finite differences: sharp edges, not blurred shells
+    projection: float = 0.1  # the prediction re-projected vs the truth re-projected, both views
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "reference"
+    pairs: int = 600  # distinct training pairs (stream `base_seed`, indices 0..pairs-1)
+    base_seed: int = 0
+    truth_pool: int = 2  # truth and coarse grid: 160 / pool voxels of 1.5 * pool mm
+    omit_probability: float = 0.1
+    steps: int = 3000
+    learning_rate: float = 1e-3
+    features: int = 16
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    attention: bool = True
+    seed: int = 0
+    checkpoint_every: int = 100
+    losses: Losses = field(default_factory=Losses)
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config") -> TrainConfig:
+        raw = {k: v for k, v in raw.items() if k != "digest"}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{where}: unknown config keys {sorted(unknown)}")
+        losses = raw.get("losses", {})
+        unknown = set(losses) - set(Losses.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{where}: unknown loss terms {sorted(unknown)}")
+        raw["losses"] = Losses(**losses)
+        raw["widths"] = tuple(raw.get("widths", cls.widths))
+        return cls(**raw)
+
+    @classmethod
+    def from_json(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(path.read_text()), str(path))
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def coarse_shape(self) -> tuple[int, int, int]:
+        return tuple(n // self.truth_pool for n in OUTPUT_SHAPE)  # type: ignore[return-value]
+
+
+def build(config: TrainConfig) -> PSCTNet:
+    torch.manual_seed(config.seed)
+    return PSCTNet(config.coarse_shape, VOXEL_MM * config.truth_pool, OUTPUT_SHAPE, config.features,
+                   config.widths, config.attention)  # fmt: skip
+
+
+def inputs_of(pair: TrainingPair) -> tuple[torch.Tensor, ...]:
+    return (torch.from_numpy(pair.pa)[None], torch.from_numpy(pair.lateral)[None],
+            torch.from_numpy(pair.pa_matrix), torch.from_numpy(pair.lateral_matrix))  # fmt: skip
+
+
+def loss_terms(net: PSCTNet, pair: TrainingPair, weights: Losses) -> dict[str, torch.Tensor]:
+    inputs = inputs_of(pair)
+    predicted = net.coarse(*inputs)[0, 0]
+    truth = torch.from_numpy(pair.hu) / HU_SCALE
+    error = (predicted - truth).abs()
+    bone = truth > BONE_HU / HU_SCALE
+    terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
+    terms["gradient"] = sum((torch.diff(predicted, dim=d) - torch.diff(truth, dim=d)).abs().mean() for d in range(3))  # type: ignore[assignment]
+    # Attenuation-like volumes (air 0) projected onto each view's detector at PROJECTION_PX.
+    projection = predicted.new_zeros(())
+    axes = (net.x_mm, net.y_mm, net.z_mm)
+    for matrix in inputs[2:]:
+        small = scale_matrix(matrix, PROJECTION_PX / INPUT_SHAPE_PX[1])[None]
+        shape = (PROJECTION_PX, PROJECTION_PX)
+        ours = forward_project((predicted + 1.0)[None, None], small, *axes, shape)
+        theirs = forward_project((truth + 1.0)[None, None], small, *axes, shape)
+        projection = projection + (ours - theirs).abs().mean() / theirs.abs().mean().clamp(min=1e-6)
+    terms["projection"] = projection
+    terms["total"] = sum(getattr(weights, name) * terms[name] for name in asdict(weights))  # type: ignore[assignment]
+    return terms
+
+
+def _order(config: TrainConfig, epoch: int) -> list[int]:
+    return list(np.random.default_rng([config.seed, epoch]).permutation(config.pairs))
+
+
+def _indices(config: TrainConfig, start_step: int) -> Iterator[tuple[int, int]]:
+    """(step, pair index) from `start_step` on: a fixed order per epoch, the same after a resume."""
+    for step in range(start_step, config.steps):
+        epoch, position = divmod(step, config.pairs)
+        yield step, int(_order(config, epoch)[position])
+
+
+def train(config: TrainConfig, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]
+          stop_after: int | None = None) -> dict:  # fmt: skip
+    """Train (or resume) into `run_dir`; `stop_after` ends early at that step, as a kill would
+    (after its checkpoint). Returns where the run stands."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    if config_path.exists() and json.loads(config_path.read_text()).get("digest") != config.digest():
+        raise ValueError(f"{run_dir} holds a run of another config: use a new folder")
+    config_path.write_text(json.dumps({**asdict(config), "digest": config.digest()}, indent=1) + "\n")
+    net = build(config)
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=max(config.steps, 2))
+    start = 0
+    checkpoint = run_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        start = state["step"]
+        log(f"resumed at step {start} of {config.steps}")
+    stream = PairStream(config.pairs, config.base_seed, config.truth_pool, cache, config.omit_probability)
+    net.train()
+    tick = time.perf_counter()
+    for step, index in _indices(config, start):
+        terms = loss_terms(net, stream[index], config.losses)
+        optimiser.zero_grad()
+        terms["total"].backward()
+        optimiser.step()
+        schedule.step()
+        record = {"step": step + 1, "pair": index, **{k: round(v.item(), 6) for k, v in terms.items()},
+                  "seconds": round(time.perf_counter() - tick, 3)}  # fmt: skip
+        with (run_dir / "losses.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 in (config.steps, stop_after):
+            save_checkpoint(net, optimiser, schedule, step + 1, config, checkpoint)
+            plot_losses(run_dir / "losses.jsonl", run_dir / "losses.png")
+            log(f"step {step + 1}/{config.steps} loss {record['total']:.4f} ({record['seconds']:.0f} s)")
+        if step + 1 == stop_after:
+            return {"step": step + 1, "digest": config.digest(), "checkpoint": str(checkpoint)}
+    return {"step": config.steps, "digest": config.digest(), "checkpoint": str(checkpoint)}
+
+
+def save_checkpoint(net, optimiser, schedule, step: int, config: TrainConfig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    partial = path.with_suffix(".partial")
+    torch.save({"model": net.state_dict(), "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
+                "step": step, "config": asdict(config), "digest": config.digest()}, partial)  # fmt: skip
+    partial.replace(path)  # a kill mid-write leaves the previous checkpoint intact
+
+
+def plot_losses(log_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name in ("total", "l1", "bone", "gradient", "projection"):
+        values = np.array([r[name] for r in records])
+        window = max(1, len(values) // 50)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1 :], smooth, label=name)
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel(f"loss (HU / {HU_SCALE:g}), running mean")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)

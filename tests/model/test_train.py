@@ -1,0 +1,90 @@
+"""PSCT-Net training in a tiny configuration: it learns, checkpoints, resumes exactly, exports to ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from model.dataset import PairStream
+from model.export import export_psct_net
+from model.train import TrainConfig, build, inputs_of, train
+
+TINY = Path(__file__).resolve().parents[2] / "model" / "configs" / "tiny.json"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pairs")
+
+
+@pytest.fixture(scope="module")
+def straight_run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("straight")
+    train(TrainConfig.from_json(TINY), run, cache, log=lambda _: None)
+    return run
+
+
+def test_a_run_writes_its_log_curve_and_checkpoint(straight_run: Path) -> None:
+    records = [json.loads(line) for line in (straight_run / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["total"]) and r["total"] > 0 for r in records)
+    assert (straight_run / "losses.png").stat().st_size > 5_000
+    assert torch.load(straight_run / "checkpoint.pt", weights_only=False)["step"] == 4
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(straight_run: Path, cache: Path, tmp_path: Path) -> None:
+    config = TrainConfig.from_json(TINY)
+    train(config, tmp_path, cache, log=lambda _: None, stop_after=2)
+    lines: list[str] = []
+    train(config, tmp_path, cache, log=lines.append)
+    assert lines[0] == "resumed at step 2 of 4"
+    theirs = torch.load(straight_run / "checkpoint.pt", weights_only=False)["model"]
+    ours = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_another_config_never_resumes_a_run(straight_run: Path, cache: Path) -> None:
+    other = TrainConfig.from_dict({**json.loads(TINY.read_text()), "learning_rate": 0.5})
+    with pytest.raises(ValueError, match="another config"):
+        train(other, straight_run, cache, log=lambda _: None)
+
+
+def test_a_few_steps_on_one_pair_reduce_its_loss(cache: Path) -> None:
+    """Not a quality claim: the gradients of every term point downhill (8 Adam steps, one pair)."""
+    from model.train import loss_terms
+
+    config = TrainConfig.from_json(TINY)
+    net = build(config)
+    pair = PairStream(config.pairs, config.base_seed, config.truth_pool, cache)[0]
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(8):
+        terms = loss_terms(net, pair, config.losses)
+        first = first if first is not None else float(terms["total"])
+        optimiser.zero_grad()
+        terms["total"].backward()
+        optimiser.step()
+    assert float(loss_terms(net, pair, config.losses)["total"]) < 0.8 * first
+
+
+def test_the_exported_onnx_matches_pytorch_within_1_hu(straight_run: Path, cache: Path, tmp_path: Path) -> None:
+    """Acceptance (issue 5): max |ONNX - PyTorch| <= 1 HU on phantom inputs (and random ones, in export)."""
+    sidecar = export_psct_net(straight_run / "checkpoint.pt", tmp_path / "net.onnx", "test")
+    assert sidecar["kind"] == "psct-net" and sidecar["training"]["steps"] == 4
+    assert sidecar["outputs"][0]["shape"] == [1, 1, 160, 160, 160]
+    config = TrainConfig.from_json(TINY)
+    net = build(config)
+    net.load_state_dict(torch.load(straight_run / "checkpoint.pt", weights_only=False)["model"])
+    inputs = inputs_of(PairStream(config.pairs, config.base_seed, config.truth_pool, cache)[1])
+    with torch.no_grad():
+        expected = net.eval()(*inputs).numpy()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    names = ["pa", "lateral", "pa_matrix", "lateral_matrix"]
+    got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
+    assert np.abs(got - expected).max() <= 1.0
