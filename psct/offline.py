@@ -158,14 +158,21 @@ def run_demo(output: Path, age: float, seed: int) -> list[str]:
 
 
 def write_condition_sheet(path: Path, ages: tuple[float, ...], seed: int) -> None:
-    """Every condition at every age, one contact-sheet row each (phantom slices + both radiographs)."""
+    """Every condition at every age, one contact-sheet row each (phantom slices + both radiographs).
+
+    Row k uses seed `seed + k`: each row is another child in another room, as the data engine varies them.
+    """
     rows = []
     for age in ages:
         for condition in CONDITIONS:
-            pair = simulate_head(age, condition, seed)
-            image = np.asarray(Image.open(io.BytesIO(contact_sheet(pair, height_px=160))))
+            row_seed = seed + len(rows)
+            pair = simulate_head(age, condition, row_seed)
+            image = np.asarray(Image.open(io.BytesIO(contact_sheet(pair, height_px=200))))
             label = Image.new("L", (image.shape[1], 14))
-            ImageDraw.Draw(label).text((2, 1), f"{condition}, {age:g} y (seed {seed})", fill=255)
+            look = pair.pa.setup.look
+            text = (f"{condition}, {age:g} y (seed {row_seed}; {look.storage}, "
+                    f"{pair.pa.setup.beam.kvp:.0f} kVp, equalisation {look.unsharp_amount:.1f})")  # fmt: skip
+            ImageDraw.Draw(label).text((2, 1), text, fill=255)
             rows.append(np.concatenate([np.asarray(label), image], axis=0))
     width = max(r.shape[1] for r in rows)
     sheet = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]))) for r in rows], axis=0)

@@ -1,0 +1,79 @@
+"""Reconstruction metrics, with the window and data range each one uses stated. Pure numpy/scipy.
+
+Volumes are HU arrays on one grid (z, y, x) with isotropic `voxel_mm`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+# Issue 5: PSNR and SSIM on HU clipped to [-1024, 2000]; bone at 300 HU.
+HU_WINDOW = (-1024.0, 2000.0)
+BONE_HU = 300.0
+# SSIM as Wang et al. (2004): Gaussian window sigma 1.5 (voxels), K1 = 0.01, K2 = 0.03.
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _windowed(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    low, high = window
+    return (np.clip(hu.astype(np.float64), low, high) - low) / (high - low)
+
+
+def psnr_db(predicted: np.ndarray, truth: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> float:
+    """PSNR in dB over the whole volume, both clipped to `window` (its width is the peak)."""
+    mse = float(np.mean((_windowed(predicted, window) - _windowed(truth, window)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def ssim(predicted: np.ndarray, truth: np.ndarray, window: tuple[float, float] = HU_WINDOW) -> float:
+    """Mean 3D SSIM of the volumes clipped to `window` and scaled to [0, 1] (data range 1)."""
+    x, y = _windowed(predicted, window), _windowed(truth, window)
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(a, SSIM_SIGMA, truncate=3.5)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    # Averaged where the whole window lies inside the volume (as scikit-image does).
+    pad = int(3.5 * SSIM_SIGMA + 0.5)
+    return float(index[pad:-pad, pad:-pad, pad:-pad].mean())
+
+
+def mae_hu(predicted: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean(np.abs(predicted.astype(np.float64) - truth)))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def surface_distances_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from each surface voxel of `a` to the surface of `b`, and back (voxel centres)."""
+    surface_a, surface_b = _surface(a), _surface(b)
+    if not surface_a.any() or not surface_b.any():
+        raise ValueError("a mask is empty: surface distances are undefined")
+    to_b = ndimage.distance_transform_edt(~surface_b, sampling=voxel_mm)
+    to_a = ndimage.distance_transform_edt(~surface_a, sampling=voxel_mm)
+    return to_b[surface_a], to_a[surface_b]
+
+
+def assd_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
+    """Average symmetric surface distance: the mean over both surfaces' distances to the other."""
+    ab, ba = surface_distances_mm(a, b, voxel_mm)
+    return float((ab.sum() + ba.sum()) / (len(ab) + len(ba)))
+
+
+def hd95_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
+    """95th-percentile Hausdorff distance: the larger of the two directed 95th percentiles."""
+    ab, ba = surface_distances_mm(a, b, voxel_mm)
+    return float(max(np.percentile(ab, 95), np.percentile(ba, 95)))

@@ -1,0 +1,44 @@
+"""Metrics against independent implementations (scikit-image) and closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from model import metrics
+
+
+@pytest.fixture(scope="module")
+def volumes() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:40, :44, :48]
+    truth = np.where((x - 24) ** 2 + (y - 22) ** 2 + (z - 20) ** 2 < 15**2, 1200.0, -1000.0)
+    predicted = truth + rng.normal(0.0, 150.0, truth.shape)
+    return predicted, truth
+
+
+def test_psnr_and_ssim_agree_with_scikit_image(volumes: tuple[np.ndarray, np.ndarray]) -> None:
+    predicted, truth = volumes
+    low, high = metrics.HU_WINDOW
+    p, t = (np.clip(v, low, high) for v in (predicted, truth))
+    assert metrics.psnr_db(predicted, truth) == pytest.approx(
+        peak_signal_noise_ratio(t, p, data_range=high - low), abs=1e-9
+    )
+    reference = structural_similarity(
+        (t - low) / (high - low), (p - low) / (high - low), data_range=1.0,
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    )  # fmt: skip
+    assert metrics.ssim(predicted, truth) == pytest.approx(reference, abs=1e-9)
+    assert metrics.ssim(truth, truth) == pytest.approx(1.0)
+
+
+def test_surface_distances_of_concentric_spheres_are_their_radial_gap() -> None:
+    z, y, x = np.mgrid[:64, :64, :64]
+    r = np.sqrt((x - 31.5) ** 2 + (y - 31.5) ** 2 + (z - 31.5) ** 2)
+    inner, outer = r < 20.0, r < 24.0
+    # Surfaces are voxel layers 4 voxels apart radially: 4 x 1.5 mm, within a voxel of staircase.
+    assert metrics.assd_mm(inner, outer, 1.5) == pytest.approx(6.0, abs=1.5)
+    assert metrics.hd95_mm(inner, outer, 1.5) == pytest.approx(6.0, abs=1.5)
+    assert metrics.assd_mm(inner, inner, 1.5) == 0.0
+    assert metrics.dice(inner, outer) == pytest.approx(2 * inner.sum() / (inner.sum() + outer.sum()))
