@@ -42,7 +42,7 @@ class TrainConfig:
     base_seed: int = 0
     truth_pool: int = 2  # truth and coarse grid: 160 / pool voxels of 1.5 * pool mm
     omit_probability: float = 0.1
-    steps: int = 3000
+    steps: int = 2000
     learning_rate: float = 1e-3
     features: int = 16
     widths: tuple[int, ...] = (16, 32, 64, 128)
