@@ -77,3 +77,43 @@ def hd95_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
     """95th-percentile Hausdorff distance: the larger of the two directed 95th percentiles."""
     ab, ba = surface_distances_mm(a, b, voxel_mm)
     return float(max(np.percentile(ab, 95), np.percentile(ba, 95)))
+
+
+# Measurements on HU volumes, so a reconstruction and its truth are measured the same way.
+TISSUE_HU = -400.0  # head (skin and below) vs air
+CAVITY_HU = (-100.0, 100.0)  # brain and CSF (and any soft tissue the cavity holds)
+# A voxel of the cavity sees bone along at least this many of the 6 axis directions: one may pass
+# through a fontanelle, a suture cut lengthwise or the foramen magnum.
+ENCLOSED_DIRECTIONS = 5
+
+
+def intracranial_mask(hu: np.ndarray, bone_hu: float = BONE_HU) -> np.ndarray:
+    """The cranial cavity: soft tissue enclosed by bone along >= ENCLOSED_DIRECTIONS of the 6 axis
+    directions, kept as the largest connected region (the face's cavities are walled off by the
+    skull base). No closed ring is needed, so open sutures and fontanelles do not break it."""
+    bone = hu > bone_hu
+    seen = np.zeros(hu.shape, dtype=np.uint8)
+    for axis in range(3):
+        ahead = np.cumsum(bone, axis=axis) > 0  # bone at or before this voxel along the axis
+        behind = np.flip(np.cumsum(np.flip(bone, axis), axis=axis) > 0, axis)
+        seen += ahead.astype(np.uint8) + behind.astype(np.uint8)
+    candidate = (seen >= ENCLOSED_DIRECTIONS) & (hu > CAVITY_HU[0]) & (hu < CAVITY_HU[1]) & ~bone
+    labels, count = ndimage.label(candidate)
+    if count == 0:
+        return candidate
+    sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def intracranial_volume_ml(hu: np.ndarray, voxel_mm: float) -> float:
+    return float(intracranial_mask(hu).sum() * voxel_mm**3 / 1000.0)
+
+
+def cephalic_index(hu: np.ndarray) -> float:
+    """Head breadth over length (over the skin) in the axial slice where the cavity is widest."""
+    cavity = intracranial_mask(hu)
+    if not cavity.any():
+        raise ValueError("no closed skull found: the cephalic index is undefined")
+    section = hu[int(np.argmax(cavity.sum(axis=(1, 2))))] > TISSUE_HU
+    rows, cols = np.nonzero(section)
+    return float((np.ptp(cols) + 1) / (np.ptp(rows) + 1))

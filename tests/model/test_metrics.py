@@ -42,3 +42,19 @@ def test_surface_distances_of_concentric_spheres_are_their_radial_gap() -> None:
     assert metrics.hd95_mm(inner, outer, 1.5) == pytest.approx(6.0, abs=1.5)
     assert metrics.assd_mm(inner, inner, 1.5) == 0.0
     assert metrics.dice(inner, outer) == pytest.approx(2 * inner.sum() / (inner.sum() + outer.sum()))
+
+
+@pytest.mark.parametrize(
+    ("age_y", "condition", "seed"), [(0.5, "normal", 3), (4.0, "sagittal", 4), (14.0, "metopic", 5)]
+)
+def test_hu_measurements_agree_with_the_phantoms_labels(age_y: float, condition: str, seed: int) -> None:
+    """Measured from HU alone (as on a reconstruction), ICV and cephalic index match what the label
+    map says: within 8 % (ICV: the HU mask also takes the 1.5 mm CSF layer and closes sutures) and
+    0.02 (one voxel of breadth or length at 1.5 mm is ~0.01 of the index)."""
+    from model import anatomy
+    from model.skull import parameters, phantom
+
+    head = phantom(parameters(age_y, condition, seed), (160, 160, 160), 1.5)
+    icv_hu, icv_labels = metrics.intracranial_volume_ml(head.hu, 1.5), anatomy.intracranial_volume_ml(head.labels, 1.5)
+    assert icv_hu == pytest.approx(icv_labels, rel=0.08)
+    assert metrics.cephalic_index(head.hu) == pytest.approx(anatomy.cephalic_index(head.labels), abs=0.02)
