@@ -140,7 +140,8 @@ def radiograph_dataset(
     for keyword in omit:
         if keyword not in OPTIONAL_GEOMETRY:
             raise ValueError(f"{keyword} is not an optional geometry attribute: {', '.join(OPTIONAL_GEOMETRY)}")
-        delattr(ds, keyword)
+        if keyword in ds:  # CR has no magnification attribute to leave out
+            delattr(ds, keyword)
     return ds
 
 

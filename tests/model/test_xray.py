@@ -8,7 +8,7 @@ import xraydb
 
 from model import xray
 from model.acquisition import random_pair
-from model.dx_writer import SOP_CLASSES, radiograph_dataset, study_for_seed
+from model.dx_writer import OPTIONAL_GEOMETRY, SOP_CLASSES, radiograph_dataset, study_for_seed
 from model.radiograph import display_values, read_view
 from model.simulator import nominal_geometry, simulate_radiographs
 from model.skull import parameters, phantom
@@ -97,6 +97,16 @@ def simulated_pair(request):  # type: ignore[no-untyped-def]
     head = phantom(parameters(3.0, "normal", seed=9), (96, 96, 96), 2.5)
     omit = frozenset({"DistanceSourceToPatient"})
     return simulate_radiographs(head.hu, 2.5, study_for_seed(9), seed=9, omit=omit, storage=request.param)
+
+
+@pytest.mark.parametrize("storage", ["DX", "CR", "DX-processing"])
+def test_every_object_type_can_leave_out_all_optional_geometry(storage: str) -> None:
+    head = phantom(parameters(3.0, "normal", seed=9), (48, 48, 48), 5.0)
+    pa, lateral = simulate_radiographs(head.hu, 5.0, study_for_seed(9), seed=9, omit=frozenset(OPTIONAL_GEOMETRY),
+                                       storage=storage, bulk=True)  # fmt: skip
+    for view in (pa, lateral):
+        assert not any(keyword in view.dataset for keyword in OPTIONAL_GEOMETRY)
+        read_view(view.dataset)  # the documented defaults apply
 
 
 def test_simulated_pair_is_valid_dicom_with_truthful_geometry(simulated_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
