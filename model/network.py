@@ -97,6 +97,22 @@ def scale_matrix(matrix: torch.Tensor, factor: float) -> torch.Tensor:
     return scale @ matrix
 
 
+class DenseLifting(nn.Module):
+    """Geometry-free lifting, X2CT-style: each feature channel's pooled map is mapped to a small
+    volume by one learned dense layer (shared across channels), then upsampled. No matrices."""
+
+    def __init__(self, pooled_px: int = 12, seed_voxels: int = 10) -> None:
+        super().__init__()
+        self.pooled_px, self.seed_voxels = pooled_px, seed_voxels
+        self.dense = nn.Linear(pooled_px * pooled_px, seed_voxels**3)
+
+    def forward(self, features: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        n, c = features.shape[:2]
+        pooled = F.adaptive_avg_pool2d(features, self.pooled_px).reshape(n, c, -1)
+        seed = self.dense(pooled).reshape(n, c, *(self.seed_voxels,) * 3)
+        return F.interpolate(seed, size=shape, mode="trilinear", align_corners=False)
+
+
 class PSCTNet(nn.Module):
     """Inputs and output as the physics baseline: (pa, lateral, pa_matrix, lateral_matrix) -> HU."""
 
@@ -110,7 +126,10 @@ class PSCTNet(nn.Module):
         features: int = 16,
         widths: tuple[int, ...] = (16, 32, 64, 128),
         attention: bool = True,
+        lifting: str = "geometry",
     ) -> None:
+        """`lifting`: "geometry" (back-projection with the study's matrices: PSCT-Net) or "dense"
+        (learned, geometry-free: the X2CT-style baseline; the matrices are then ignored)."""
         super().__init__()
         d, h, w = coarse_shape
         self.register_buffer("x_mm", torch.tensor(axis_mm(w, coarse_voxel_mm), dtype=torch.float32))
@@ -119,25 +138,29 @@ class PSCTNet(nn.Module):
         self.output_shape = output_shape
         self.encoders = nn.ModuleList([ViewEncoder(features), ViewEncoder(features)])  # PA, lateral
         # Each view's features, their product (where both views agree) and coverage masks.
+        if lifting not in ("geometry", "dense"):
+            raise ValueError(f"lifting must be 'geometry' or 'dense', got {lifting!r}")
+        self.dense = nn.ModuleList([DenseLifting(), DenseLifting()]) if lifting == "dense" else None
+        self.coarse_shape = coarse_shape
         self.refiner = Refiner3d(3 * features + 2, widths, attention)
         self.config = {"coarse_shape": list(coarse_shape), "coarse_voxel_mm": coarse_voxel_mm,
                        "output_shape": list(output_shape), "features": features, "widths": list(widths),
-                       "attention": attention}  # fmt: skip
+                       "attention": attention, "lifting": lifting}  # fmt: skip
 
-    def _lift(self, encoder: ViewEncoder, image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        features = encoder(image)
-        covered = torch.ones_like(features[:, :1])
-        factor = features.shape[-1] / INPUT_SHAPE_PX[1]
-        return back_project(
-            torch.cat([features, covered], 1), scale_matrix(matrix, factor)[None], self.x_mm, self.y_mm, self.z_mm
-        )
+    def _lift(self, view: int, image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        features = self.encoders[view](image)
+        features = torch.cat([features, torch.ones_like(features[:, :1])], 1)  # + coverage
+        if self.dense is not None:
+            return self.dense[view](features, self.coarse_shape)
+        matrix = scale_matrix(matrix, features.shape[-1] / INPUT_SHAPE_PX[1])[None]
+        return back_project(features, matrix, self.x_mm, self.y_mm, self.z_mm)
 
     def coarse(
         self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor
     ) -> torch.Tensor:
         """HU / HU_SCALE on the coarse grid (what training compares with pooled truth)."""
-        lifted_pa = self._lift(self.encoders[0], pa, pa_matrix)
-        lifted_lat = self._lift(self.encoders[1], lateral, lateral_matrix)
+        lifted_pa = self._lift(0, pa, pa_matrix)
+        lifted_lat = self._lift(1, lateral, lateral_matrix)
         f_pa, seen_pa = lifted_pa[:, :-1], lifted_pa[:, -1:]
         f_lat, seen_lat = lifted_lat[:, :-1], lifted_lat[:, -1:]
         return self.refiner(torch.cat([f_pa, f_lat, f_pa * f_lat, seen_pa, seen_lat], dim=1))

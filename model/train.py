@@ -47,6 +47,7 @@ class TrainConfig:
     features: int = 16
     widths: tuple[int, ...] = (16, 32, 64, 128)
     attention: bool = True
+    lifting: str = "geometry"  # "dense": the geometry-free baseline (model/network.py)
     seed: int = 0
     checkpoint_every: int = 100
     losses: Losses = field(default_factory=Losses)
@@ -80,7 +81,7 @@ class TrainConfig:
 def build(config: TrainConfig) -> PSCTNet:
     torch.manual_seed(config.seed)
     return PSCTNet(config.coarse_shape, VOXEL_MM * config.truth_pool, OUTPUT_SHAPE, config.features,
-                   config.widths, config.attention)  # fmt: skip
+                   config.widths, config.attention, config.lifting)  # fmt: skip
 
 
 def inputs_of(pair: TrainingPair) -> tuple[torch.Tensor, ...]:

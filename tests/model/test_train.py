@@ -88,3 +88,29 @@ def test_the_exported_onnx_matches_pytorch_within_1_hu(straight_run: Path, cache
     names = ["pa", "lateral", "pa_matrix", "lateral_matrix"]
     got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})[0]
     assert np.abs(got - expected).max() <= 1.0
+
+
+def test_the_comparison_models_have_psct_nets_size() -> None:
+    """Issue 5's rows (b) geometry-free and (c) no attention: parameter counts within 5 % of PSCT-Net."""
+    folder = TINY.parent
+    counts = {}
+    for name in ("reference", "geometry-free", "no-attention"):
+        net = build(TrainConfig.from_json(folder / f"{name}.json"))
+        counts[name] = sum(p.numel() for p in net.parameters())
+    for name in ("geometry-free", "no-attention"):
+        assert counts[name] == pytest.approx(counts["reference"], rel=0.05), counts
+
+
+def test_the_geometry_free_model_ignores_the_matrices(cache: Path) -> None:
+    config = TrainConfig.from_dict({**json.loads(TINY.read_text()), "lifting": "dense"})
+    net = build(config).eval()
+    pa, lateral, pa_matrix, lateral_matrix = inputs_of(
+        PairStream(config.pairs, config.base_seed, config.truth_pool, cache)[0]
+    )
+    with torch.no_grad():
+        one = net.coarse(pa, lateral, pa_matrix, lateral_matrix)
+        other = net.coarse(pa, lateral, 2 * pa_matrix + 1, lateral_matrix * 0.5)
+        geometry = build(TrainConfig.from_json(TINY)).eval()
+        moved = geometry.coarse(pa, lateral, pa_matrix, torch.roll(lateral_matrix, 1, 0))
+        assert not torch.allclose(moved, geometry.coarse(pa, lateral, pa_matrix, lateral_matrix))
+    torch.testing.assert_close(one, other)
