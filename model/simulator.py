@@ -153,13 +153,17 @@ def simulate_radiographs(
     omit: frozenset[str] = frozenset(),
     storage: str | None = None,
     bulk: bool = False,
+    setups: tuple[ViewSetup, ViewSetup] | None = None,
 ) -> tuple[SimulatedView, SimulatedView]:
     """A PA + lateral pair of the HU volume (z, y, x; LPS, centred on the isocentre).
 
     `storage` (DX, CR, DX-processing) fixes the object type; by default it is randomised.
+    `setups` replaces the randomised rooms (evaluation varies them on purpose).
     """
     rng = np.random.default_rng(seed)
     pa_setup, lateral_setup = random_pair(rng, kvp, storage)
+    if setups is not None:
+        pa_setup, lateral_setup = setups
     soft, bone = densities(hu)
     pa = simulate_view(soft, bone, voxel_mm, pa_setup, study, 1, rng, omit, bulk)
     lateral = simulate_view(soft, bone, voxel_mm, lateral_setup, study, 2, rng, omit, bulk)

@@ -281,6 +281,37 @@ def train(
     typer.echo(f"done: {summary}")
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        list[str],
+        typer.Option(help="NAME=PATH.onnx, once per row (e.g. physics-baseline=model/weights/physics-baseline.onnx)"),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("docs/results.md"),
+    per_cell: Annotated[int, typer.Option(min=1, help="heads per (age band, condition)")] = 1,
+    variant: Annotated[
+        list[str] | None, typer.Option(help="standard, unseen-processing, pose-5deg, no-geometry")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N heads (a quick look)")] = None,
+) -> None:
+    """Score exported models on the fixed held-out set; writes a Markdown table (+ JSON beside it)."""
+    from model.evaluate import VARIANTS, run_evaluation
+
+    models = {}
+    for item in model:
+        name, _, path = item.partition("=")
+        if not name or not path or not Path(path).is_file():
+            typer.echo(f"error: --model wants NAME=PATH to an existing .onnx file, got {item!r}", err=True)
+            raise typer.Exit(2)
+        models[name] = Path(path)
+    unknown = set(variant or []) - set(VARIANTS)
+    if unknown:
+        typer.echo(f"error: unknown variant(s) {sorted(unknown)}: one of {', '.join(VARIANTS)}", err=True)
+        raise typer.Exit(2)
+    path = run_evaluation(models, output, per_cell, tuple(variant or VARIANTS), limit, log=typer.echo)
+    typer.echo(path)
+
+
 @app.command("export")
 def export_model(
     output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
