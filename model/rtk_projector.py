@@ -25,28 +25,22 @@ def _image(array: np.ndarray, origin: list[float], spacing: list[float]) -> obje
     return image
 
 
-def _geometry(matrices: np.ndarray) -> tuple[object, list[float]]:
-    """RTK geometry for (views, 3, 4) matrices with unit pixel spacing on the detector plane."""
+def _geometry(matrix: np.ndarray) -> tuple[object, list[float]]:
+    """(RTK geometry of one 3x4 matrix, pixel spacing in mm on its virtual detector plane)."""
+    m_inv = np.linalg.inv(matrix[:, :3])
+    source = -m_inv @ matrix[:, 3]
+    # Points of depth W: X(u, v) = source + W * M^-1 [u, v, 1], linear in the pixel indices.
+    row_step, col_step, origin = (DETECTOR_DEPTH_MM * m_inv[:, i] for i in range(3))
+    spacing = [float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))]
     geometry = rtk.ThreeDCircularProjectionGeometry.New()
-    spacing = None
-    for matrix in matrices:
-        m_inv = np.linalg.inv(matrix[:, :3])
-        source = -m_inv @ matrix[:, 3]
-        # Points of depth W: X(u, v) = source + W * M^-1 [u, v, 1], linear in the pixel indices.
-        row_step, col_step, origin = (DETECTOR_DEPTH_MM * m_inv[:, i] for i in range(3))
-        step_mm = [float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))]
-        if spacing is not None and not np.allclose(step_mm, spacing, rtol=1e-9):
-            raise ValueError("views with different detector sampling: project them one at a time")
-        spacing = step_mm
-        ok = geometry.AddProjection(
-            [float(v) for v in source],
-            [float(v) for v in source + origin],
-            [float(v) for v in row_step / step_mm[0]],
-            [float(v) for v in col_step / step_mm[1]],
-        )
-        if not ok:
-            raise ValueError("RTK refused the geometry (detector row and column vectors not orthogonal?)")
-    assert spacing is not None
+    ok = geometry.AddProjection(
+        [float(v) for v in source],
+        [float(v) for v in source + origin],
+        [float(v) for v in row_step / spacing[0]],
+        [float(v) for v in col_step / spacing[1]],
+    )
+    if not ok:
+        raise ValueError("RTK refused the geometry (detector row and column vectors not orthogonal?)")
     return geometry, spacing
 
 
@@ -55,7 +49,7 @@ def joseph_line_integrals(
 ) -> np.ndarray:
     """Integral of `volume_zyx` (per mm; centred on the origin, array order z, y, x) along every ray
     of `matrix`: a (rows, columns) image, as model/drr.line_integrals but ~20x faster."""
-    geometry, spacing = _geometry(matrix[None])
+    geometry, spacing = _geometry(matrix)
     d, h, w = volume_zyx.shape
     origin = [-(n - 1) / 2.0 * voxel_mm for n in (w, h, d)]
     volume = _image(volume_zyx, origin, [voxel_mm] * 3)
