@@ -143,6 +143,10 @@ def train(config: TrainConfig, run_dir: Path, cache: Path | None = None, log=pri
         schedule.load_state_dict(state["schedule"])
         start = state["step"]
         log(f"resumed at step {start} of {config.steps}")
+        # Steps logged after that checkpoint (a kill came before the next one) are run again.
+        history = run_dir / "losses.jsonl"
+        kept = [line for line in history.read_text().splitlines() if json.loads(line)["step"] <= start]
+        history.write_text("".join(f"{line}\n" for line in kept))
     stream = PairStream(config.pairs, config.base_seed, config.truth_pool, cache, config.omit_probability)
     net.train()
     tick = time.perf_counter()

@@ -40,9 +40,13 @@ def test_a_run_writes_its_log_curve_and_checkpoint(straight_run: Path) -> None:
 def test_an_interrupted_run_resumes_to_the_same_weights(straight_run: Path, cache: Path, tmp_path: Path) -> None:
     config = TrainConfig.from_json(TINY)
     train(config, tmp_path, cache, log=lambda _: None, stop_after=2)
+    with (tmp_path / "losses.jsonl").open("a") as log:  # a step logged after the checkpoint, then a kill
+        log.write(json.dumps({"step": 3, "total": 1.0}) + "\n")
     lines: list[str] = []
     train(config, tmp_path, cache, log=lines.append)
     assert lines[0] == "resumed at step 2 of 4"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
     theirs = torch.load(straight_run / "checkpoint.pt", weights_only=False)["model"]
     ours = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
     for name, value in theirs.items():
