@@ -22,6 +22,9 @@ OPSET = 18
 # stays far below 0.1 HU (measured: ~1e-3 HU).
 VERIFY_ATOL_HU = 0.1
 VERIFY_RTOL = 1e-5
+# A trained 3D U-Net sums over many more terms (measured 0.19 HU on the reference run): issue 5's
+# acceptance, <= 1 HU, is its tolerance.
+LEARNED_ATOL_HU = 1.0
 
 
 def sha256_of(path: Path) -> str:
@@ -45,17 +48,18 @@ def example_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
     return (images[0], images[1], matrices[0], matrices[1])
 
 
-def verify(module: torch.nn.Module, onnx_path: Path, inputs: tuple[torch.Tensor, ...]) -> float:
+def verify(module: torch.nn.Module, onnx_path: Path, inputs: tuple[torch.Tensor, ...],
+           atol_hu: float = VERIFY_ATOL_HU) -> float:  # fmt: skip
     """Max |ONNX - torch| in HU on `inputs`; raises when above the stated tolerance."""
     with torch.no_grad():
         expected = module(*inputs).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
-    np.testing.assert_allclose(got, expected, rtol=VERIFY_RTOL, atol=VERIFY_ATOL_HU)
+    np.testing.assert_allclose(got, expected, rtol=VERIFY_RTOL, atol=atol_hu)
     return float(np.max(np.abs(got - expected)))
 
 
-def export(module: torch.nn.Module, onnx_path: Path, metadata: dict) -> dict:
+def export(module: torch.nn.Module, onnx_path: Path, metadata: dict, atol_hu: float = VERIFY_ATOL_HU) -> dict:
     """Write `onnx_path` and `onnx_path.with_suffix('.json')`; returns the sidecar."""
     module = module.eval()
     inputs = example_inputs()
@@ -71,7 +75,7 @@ def export(module: torch.nn.Module, onnx_path: Path, metadata: dict) -> dict:
         external_data=False,
         verbose=False,
     )
-    max_diff_hu = verify(module, onnx_path, inputs)
+    max_diff_hu = verify(module, onnx_path, inputs, atol_hu)
     h, w = INPUT_SHAPE_PX
     sidecar = {
         **metadata,
@@ -89,7 +93,7 @@ def export(module: torch.nn.Module, onnx_path: Path, metadata: dict) -> dict:
             "voxel_mm": VOXEL_MM,
             "frame": "DICOM LPS, isocentre at the volume centre, array order (z, y, x), z from feet to head",
         },
-        "export_check": {"max_abs_diff_hu": max_diff_hu, "atol_hu": VERIFY_ATOL_HU, "rtol": VERIFY_RTOL},
+        "export_check": {"max_abs_diff_hu": max_diff_hu, "atol_hu": atol_hu, "rtol": VERIFY_RTOL},
         "onnx_file": onnx_path.name,
         "sha256": sha256_of(onnx_path),
     }
@@ -131,6 +135,7 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
             "parameters": sum(p.numel() for p in net.parameters()),
             "metrics": metrics,
         },
+        LEARNED_ATOL_HU,
     )
 
 
