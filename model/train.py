@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.dataset import PairStream, TrainingPair
+from model.dataset import PairStream, TrainingPair, ct_sources
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.network import HU_SCALE, PSCTNet, scale_matrix
 from model.preprocess import INPUT_SHAPE_PX
@@ -35,6 +35,10 @@ class Losses:
     projection: float = 0.1  # the prediction re-projected vs the truth re-projected, both views
 
 
+# Config fields added after the first runs, with the value those runs had.
+LATER_FIELDS = {"lifting": "geometry", "ct_dir": None}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "reference"
@@ -48,6 +52,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)
     attention: bool = True
     lifting: str = "geometry"  # "dense": the geometry-free baseline (model/network.py)
+    ct_dir: str | None = None  # real CTs instead of phantoms (model/dataset.py ct_sources)
     seed: int = 0
     checkpoint_every: int = 100
     losses: Losses = field(default_factory=Losses)
@@ -71,7 +76,11 @@ class TrainConfig:
         return cls.from_dict(json.loads(path.read_text()), str(path))
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        for name, default in LATER_FIELDS.items():  # runs from before a field existed keep their digest
+            if fields[name] == default:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def coarse_shape(self) -> tuple[int, int, int]:
@@ -147,7 +156,8 @@ def train(config: TrainConfig, run_dir: Path, cache: Path | None = None, log=pri
         history = run_dir / "losses.jsonl"
         kept = [line for line in history.read_text().splitlines() if json.loads(line)["step"] <= start]
         history.write_text("".join(f"{line}\n" for line in kept))
-    stream = PairStream(config.pairs, config.base_seed, config.truth_pool, cache, config.omit_probability)
+    sources = ct_sources(Path(config.ct_dir)) if config.ct_dir else ()
+    stream = PairStream(config.pairs, config.base_seed, config.truth_pool, cache, config.omit_probability, sources)
     net.train()
     tick = time.perf_counter()
     for step, index in _indices(config, start):

@@ -267,13 +267,23 @@ def train(
     config: Annotated[Path, typer.Option(help="training config JSON (see model/configs/)")],
     output: Annotated[Path, typer.Option("-o", "--output", help="run folder; the same config resumes")],
     cache: Annotated[Path | None, typer.Option(help="pair cache folder (psct dataset writes one)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="override the config's steps (matched-budget rows)")] = None,
+    pairs: Annotated[int | None, typer.Option(min=1, help="override the config's pairs (the half-data row)")] = None,
+    ct_dir: Annotated[
+        Path | None, typer.Option(help="train on real head CTs: sub-folders of DICOM slices or .nii/.nii.gz files")
+    ] = None,
 ) -> None:
     """Train PSCT-Net on data-engine pairs (needs the [train] extra)."""
+    from dataclasses import replace
+
     from model.train import TrainConfig
     from model.train import train as run_training
 
     try:
         settings = TrainConfig.from_json(config)
+        ct = str(ct_dir.resolve()) if ct_dir else None
+        overrides = {k: v for k, v in (("steps", steps), ("pairs", pairs), ("ct_dir", ct)) if v is not None}
+        settings = replace(settings, **overrides)  # the digest follows: a run folder holds one config
         summary = run_training(settings, output, cache, log=typer.echo)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
