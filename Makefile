@@ -46,6 +46,7 @@ test: install-dev system-deps lint
 bench: install-dev system-deps
 	$(PY) bench/spine.py
 	$(PY) bench/data.py
+	$(PY) bench/model.py
 
 clean:
 	rm -rf $(VENV) var

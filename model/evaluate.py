@@ -25,7 +25,7 @@ from model.dx_writer import OPTIONAL_GEOMETRY, study_for_seed
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.preprocess import view_input
 from model.simulator import simulate_radiographs
-from model.skull import CONDITIONS, parameters, phantom
+from model.skull import CONDITIONS, parameters, phantom, suture_regions
 
 AGE_BANDS_Y = ((0.0, 1.0), (1.0, 3.0), (3.0, 6.0), (6.0, 12.0), (12.0, 18.0))
 HELD_OUT_STREAM = 7_777_777
@@ -56,18 +56,33 @@ def check_disjoint(specs: list[PairSpec], training_pairs: int, training_seed: in
         raise ValueError(f"held-out heads {clash} are in the training stream")
 
 
+INFANT_Y = 1.0  # suture patency is scored below this age (issue 5: "for infants")
+
+
 @dataclass(frozen=True)
 class Case:
     spec: PairSpec
     variant: str
     inputs: dict[str, np.ndarray]
     truth_hu: np.ndarray  # on the serving grid
+    truth: dict[str, float]  # the truth's own measurements, shared by every model scored on it
+    sutures: dict[str, tuple[np.ndarray, bool]]  # infants: each major suture's region and whether open
+
+
+def truth_measures(truth_hu: np.ndarray) -> dict[str, float]:
+    out = {"icv_ml": metrics.intracranial_volume_ml(truth_hu, VOXEL_MM)}
+    try:
+        out["cephalic_index"] = metrics.cephalic_index(truth_hu)
+    except ValueError:
+        out["cephalic_index"] = float("nan")
+    return out
 
 
 def make_case(spec: PairSpec, variant: str) -> Case:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    head = phantom(parameters(spec.age_y, spec.condition, spec.seed), OUTPUT_SHAPE, VOXEL_MM)
+    shape = parameters(spec.age_y, spec.condition, spec.seed)
+    head = phantom(shape, OUTPUT_SHAPE, VOXEL_MM)
     pa_setup, lateral_setup = random_pair(np.random.default_rng(spec.seed))
     if variant == "unseen-processing":
         pa_setup, lateral_setup = (replace(s, look=replace(s.look, **UNSEEN_LOOK)) for s in (pa_setup, lateral_setup))
@@ -81,10 +96,15 @@ def make_case(spec: PairSpec, variant: str) -> Case:
     pa_image, pa_matrix, _ = view_input(pa.dataset, "pa")
     lat_image, lat_matrix, _ = view_input(lateral.dataset, "lateral")
     inputs = dict(zip(INPUT_NAMES, (pa_image, lat_image, pa_matrix, lat_matrix), strict=True))
-    return Case(spec, variant, inputs, head.hu)
+    sutures = {}
+    if spec.age_y < INFANT_Y:
+        regions = suture_regions(shape, OUTPUT_SHAPE, VOXEL_MM)
+        sutures = {name: (region, name not in shape.fused) for name, region in regions.items()}
+    return Case(spec, variant, inputs, head.hu, truth_measures(head.hu), sutures)
 
 
-def score(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def score(predicted: np.ndarray, case: Case) -> dict[str, float]:
+    truth = case.truth_hu
     bone_p, bone_t = predicted > metrics.BONE_HU, truth > metrics.BONE_HU
     out = {
         "psnr_db": metrics.psnr_db(predicted, truth),
@@ -93,38 +113,45 @@ def score(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         "bone_dice": metrics.dice(bone_p, bone_t),
     }
     try:
-        out["assd_mm"] = metrics.assd_mm(bone_p, bone_t, VOXEL_MM)
-        out["hd95_mm"] = metrics.hd95_mm(bone_p, bone_t, VOXEL_MM)
+        ab, ba = metrics.surface_distances_mm(bone_p, bone_t, VOXEL_MM)
+        out["assd_mm"] = float((ab.sum() + ba.sum()) / (len(ab) + len(ba)))
+        out["hd95_mm"] = float(max(np.percentile(ab, 95), np.percentile(ba, 95)))
     except ValueError:  # no bone predicted at all: the distances are undefined, say so
         out["assd_mm"] = out["hd95_mm"] = float("nan")
-    icv_t = metrics.intracranial_volume_ml(truth, VOXEL_MM)
+    icv_t = case.truth["icv_ml"]
     out["icv_error_pct"] = 100.0 * abs(metrics.intracranial_volume_ml(predicted, VOXEL_MM) - icv_t) / icv_t
     try:
-        out["ci_error_points"] = 100.0 * abs(metrics.cephalic_index(predicted) - metrics.cephalic_index(truth))
+        out["ci_error_points"] = 100.0 * abs(metrics.cephalic_index(predicted) - case.truth["cephalic_index"])
     except ValueError:
         out["ci_error_points"] = float("nan")
+    # An unreadable suture (no bone around it) counts as read wrong.
+    read = [metrics.suture_open(predicted, region, bone_t) is is_open for region, is_open in case.sutures.values()]
+    out["suture_accuracy"] = float(np.mean(read)) if read else float("nan")  # infants only
     return out
 
 
 def evaluate(models: dict[str, Path], specs: list[PairSpec], variants: tuple[str, ...] = VARIANTS,
-             log=print) -> dict:  # type: ignore[no-untyped-def]  # fmt: skip
-    """{model: {variant: [per-case scores]}} for every model on every case."""
+             log=print, robust: set[str] | None = None) -> dict:  # type: ignore[no-untyped-def]  # fmt: skip
+    """{model: {variant: [per-case scores]}}: every model on the standard cases, the `robust` ones
+    (default: all) on the other variants too."""
     sessions = {
         name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in models.items()
     }
     results: dict = {name: {v: [] for v in variants} for name in models}
     for variant in variants:
-        for spec in specs:
+        scored = [n for n in sessions if variant == "standard" or robust is None or n in robust]
+        for spec in specs if scored else []:
             case = make_case(spec, variant)
-            for name, session in sessions.items():
-                predicted = session.run(None, case.inputs)[0][0, 0]
+            for name in scored:
+                predicted = sessions[name].run(None, case.inputs)[0][0, 0]
                 results[name][variant].append({"age_y": spec.age_y, "condition": spec.condition,
-                                               **score(predicted, case.truth_hu)})  # fmt: skip
+                                               **score(predicted, case)})  # fmt: skip
             log(f"{variant}: {spec.condition} {spec.age_y:g} y done")
     return results
 
 
-COLUMNS = ("psnr_db", "ssim", "mae_hu", "bone_dice", "assd_mm", "hd95_mm", "icv_error_pct", "ci_error_points")
+COLUMNS = ("psnr_db", "ssim", "mae_hu", "bone_dice", "assd_mm", "hd95_mm", "icv_error_pct", "ci_error_points",
+           "suture_accuracy")  # fmt: skip
 
 
 def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_set: int) -> str:
@@ -139,8 +166,10 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
         f"{seconds / 60:.1f} min. Held-out set: {len(specs)} heads{subset} (every age band "
         f"{', '.join(f'{a:g}-{b:g}' for a, b in AGE_BANDS_Y)} y x every condition), seeds disjoint from "
         "training. Windows: PSNR and SSIM on HU clipped to [-1024, 2000] (peak 3024 HU); bone at 300 HU; "
-        f"surface distances between bone masks; ICV and cephalic index measured on HU alike for both. "
-        "Research figures on synthetic heads, not a clinical validation.",
+        f"surface distances between bone masks; ICV and cephalic index measured on HU alike for both; "
+        f"suture_accuracy for infants (< {INFANT_Y:g} y) only: the share of the 6 major sutures read correctly "
+        "as open or fused (model/metrics.py suture_open). Means over heads; NaN where a measure is undefined "
+        "(no bone predicted) are left out. Research figures on synthetic heads, not a clinical validation.",
         "",
         "| model | " + " | ".join(COLUMNS) + " |",
         "| --- |" + " --- |" * len(COLUMNS),
@@ -155,6 +184,8 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
         lines += ["", "Robustness (PSNR dB / bone Dice):", "", "| model | " + " | ".join(robustness) + " |",
                   "| --- |" + " --- |" * len(robustness)]  # fmt: skip
         for name, by_variant in results.items():
+            if not all(by_variant.get(v) for v in robustness):
+                continue
             cells = [f"{np.nanmean([r['psnr_db'] for r in by_variant[v]]):.3g} / "
                      f"{np.nanmean([r['bone_dice'] for r in by_variant[v]]):.3g}" for v in robustness]  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -162,12 +193,13 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
 
 
 def run_evaluation(models: dict[str, Path], output: Path, per_cell: int = 1, variants: tuple[str, ...] = VARIANTS,
-                   limit: int | None = None, training_pairs: int = 600, log=print) -> Path:  # type: ignore[no-untyped-def]  # fmt: skip
+                   limit: int | None = None, training_pairs: int = 600, log=print,  # type: ignore[no-untyped-def]
+                   robust: set[str] | None = None) -> Path:  # fmt: skip
     every = held_out_specs(per_cell)
     specs = every[:limit]
     check_disjoint(specs, training_pairs, 0)
     start = time.perf_counter()
-    results = evaluate(models, specs, variants, log)
+    results = evaluate(models, specs, variants, log, robust)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(results_markdown(results, specs, time.perf_counter() - start, len(every)))
     output.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")

@@ -128,7 +128,9 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
                 "config": state["config"],
                 "config_digest": state["digest"],
                 "steps": state["step"],
-                "data": "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
+                "data": f"real head CTs from {config.ct_dir}, simulated radiographs (model/dataset.py)"
+                if config.ct_dir
+                else "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
                 "(model/dataset.py); no patient data",
             },  # fmt: skip
             "architecture": net.config,

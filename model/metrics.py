@@ -117,3 +117,27 @@ def cephalic_index(hu: np.ndarray) -> float:
     section = hu[int(np.argmax(cavity.sum(axis=(1, 2))))] > TISSUE_HU
     rows, cols = np.nonzero(section)
     return float((np.ptp(cols) + 1) / (np.ptp(rows) + 1))
+
+
+# Suture patency: a suture reads open when its band's median HU lies below the midpoint between the
+# bone beside it (within SUTURE_NEAR_VOXELS) and fibrous tissue. The band's location comes from the
+# anatomy (model/skull.py suture_regions), so a reconstruction is read where the suture runs. Where
+# the bone beside it does not read as bone (median below BONE_HU), the suture cannot be read at all.
+SUTURE_TISSUE_HU = 60.0
+SUTURE_NEAR_VOXELS = 3
+
+
+def suture_open(hu: np.ndarray, region: np.ndarray, bone_beside: np.ndarray) -> bool | None:
+    """Whether the suture in `region` reads open in `hu` (None: unreadable, no bone around it);
+    `bone_beside` is the true bone around it."""
+    index = np.argwhere(region)
+    low = np.maximum(index.min(axis=0) - SUTURE_NEAR_VOXELS, 0)
+    high = index.max(axis=0) + SUTURE_NEAR_VOXELS + 1
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    near = ndimage.binary_dilation(region[box], iterations=SUTURE_NEAR_VOXELS) & bone_beside[box] & ~region[box]
+    if not near.any():
+        raise ValueError("no bone beside the suture: its patency is undefined")
+    beside_hu = float(np.median(hu[box][near]))
+    if beside_hu < BONE_HU:
+        return None
+    return float(np.median(hu[region])) < (beside_hu + SUTURE_TISSUE_HU) / 2.0

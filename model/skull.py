@@ -8,7 +8,7 @@ placed relative to the vault. Pure numpy: parameters and a grid in, arrays out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
 import numpy as np
@@ -172,8 +172,19 @@ def _suture_bands(p: SkullParameters, u: np.ndarray, radius_mm: np.ndarray) -> d
     return {name: band for name, band in bands.items() if name not in p.fused}
 
 
-def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float) -> Phantom:
-    """Rasterise the head described by `p` on a grid centred on the isocentre (LPS, (z, y, x))."""
+@dataclass(frozen=True)
+class _Vault:
+    """Where each voxel sits relative to the vault: what every layer and band is measured from."""
+
+    frame: _Frame
+    u: np.ndarray  # (d, h, w, 3) unit direction from the vault centre
+    outer: np.ndarray  # outer-table radius along that direction, mm
+    depth: np.ndarray  # mm below the outer table; negative outside the skull
+    semi: np.ndarray
+    floor: np.ndarray  # height of the cranial floor under each voxel, head frame
+
+
+def _vault(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float) -> _Vault:
     d, h, w = shape_zyx
     # float32 throughout: millimetre coordinates need no more, and it halves time and memory.
     axes = [((np.arange(n) - (n - 1) / 2.0) * voxel_mm).astype(np.float32) for n in (w, h, d)]
@@ -188,16 +199,37 @@ def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float
     u = local / np.maximum(r, 1e-6)[..., None]
     semi = np.array([p.breadth_mm / 2.0, p.length_mm / 2.0, p.height_mm / (1.0 - BASE_Z_FRACTION)]) - SCALP_MM
     outer = _shape_factor(p, u) / np.sqrt(np.sum((u / semi) ** 2, axis=-1))
-    depth = outer - r  # mm below the outer table; negative outside the skull
+    floor = _cranial_floor(local, semi, BASE_Z_FRACTION * semi[2])
+    return _Vault(frame, u, outer, outer - r, semi, floor)
+
+
+def _vault_bone(p: SkullParameters, v: _Vault) -> np.ndarray:
+    return (v.depth >= 0) & (v.depth < p.thickness_mm) & (v.frame.local[..., 2] >= v.floor - p.thickness_mm)
+
+
+def suture_regions(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float) -> dict[str, np.ndarray]:
+    """Where each major suture runs through the vault, open or fused (the anatomy's location, for
+    the suture-patency metric): boolean masks on the grid of `phantom`."""
+    v = _vault(p, shape_zyx, voxel_mm)
+    bands = _suture_bands(replace(p, fused=frozenset()), v.u, v.outer)
+    # The fontanelle stays open over a fused suture: its area says nothing about the suture.
+    keep = _vault_bone(p, v) & ~bands.pop("fontanelle", False)
+    return {name: band & keep for name, band in bands.items()}
+
+
+def phantom(p: SkullParameters, shape_zyx: tuple[int, int, int], voxel_mm: float) -> Phantom:
+    """Rasterise the head described by `p` on a grid centred on the isocentre (LPS, (z, y, x))."""
+    v = _vault(p, shape_zyx, voxel_mm)
+    frame, u, outer, depth, semi, floor = v.frame, v.u, v.outer, v.depth, v.semi, v.floor
+    local = frame.local
     z_base = BASE_Z_FRACTION * semi[2]
-    floor = _cranial_floor(local, semi, z_base)
-    labels = np.full(r.shape, Label.AIR, dtype=np.uint8)
+    labels = np.full(depth.shape, Label.AIR, dtype=np.uint8)
 
     labels[(depth > -SCALP_MM) & (local[..., 2] >= z_base - 0.5 * semi[2])] = Label.SCALP
     t = p.thickness_mm
     diploe = growth.at(p.age_y, growth.DIPLOE_FRACTION_AGE_Y, growth.DIPLOE_FRACTION) * t
     outer_t = (t - diploe) / 2.0
-    vault = (depth >= 0) & (depth < t) & (local[..., 2] >= floor - t)
+    vault = _vault_bone(p, v)
     labels[vault & (depth < outer_t)] = Label.OUTER_TABLE
     labels[vault & (depth >= outer_t) & (depth < outer_t + diploe)] = Label.DIPLOE
     labels[vault & (depth >= outer_t + diploe)] = Label.INNER_TABLE

@@ -303,6 +303,9 @@ def evaluate(
         list[str] | None, typer.Option(help="standard, unseen-processing, pose-5deg, no-geometry")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N heads (a quick look)")] = None,
+    robust: Annotated[
+        list[str] | None, typer.Option(help="NAME of a --model scored on the robustness variants too (default: all)")
+    ] = None,
 ) -> None:
     """Score exported models on the fixed held-out set; writes a Markdown table (+ JSON beside it)."""
     from model.evaluate import VARIANTS, run_evaluation
@@ -318,7 +321,11 @@ def evaluate(
     if unknown:
         typer.echo(f"error: unknown variant(s) {sorted(unknown)}: one of {', '.join(VARIANTS)}", err=True)
         raise typer.Exit(2)
-    path = run_evaluation(models, output, per_cell, tuple(variant or VARIANTS), limit, log=typer.echo)
+    if set(robust or []) - set(models):
+        typer.echo(f"error: --robust {sorted(set(robust or []) - set(models))} is not a --model NAME", err=True)
+        raise typer.Exit(2)
+    path = run_evaluation(models, output, per_cell, tuple(variant or VARIANTS), limit, log=typer.echo,
+                          robust=set(robust) if robust else None)  # fmt: skip
     typer.echo(path)
 
 

@@ -33,9 +33,14 @@ def test_the_variants_change_what_they_say_and_nothing_else() -> None:
 
 
 def test_the_table_names_its_machine_window_and_rows(tmp_path: Path) -> None:
-    output = run_evaluation({"physics-baseline": DEFAULT_MODEL}, tmp_path / "results.md", limit=2,
-                            variants=("standard", "no-geometry"), log=lambda _: None)  # fmt: skip
+    models = {"physics-baseline": DEFAULT_MODEL, "again": DEFAULT_MODEL}
+    output = run_evaluation(models, tmp_path / "results.md", limit=2, variants=("standard", "no-geometry"),
+                            log=lambda _: None, robust={"again"})  # fmt: skip
     text = output.read_text()
     assert "| physics-baseline |" in text and "[-1024, 2000]" in text and "CPUs" in text
-    scores = json.loads(output.with_suffix(".json").read_text())["physics-baseline"]["standard"]
+    results = json.loads(output.with_suffix(".json").read_text())
+    scores = results["physics-baseline"]["standard"]
     assert len(scores) == 2 and all(np.isfinite(s["psnr_db"]) and 0 <= s["bone_dice"] <= 1 for s in scores)
+    # The first heads are infants (0-1 y): their sutures are scored; the robustness run is "again"'s only.
+    assert all(0.0 <= s["suture_accuracy"] <= 1.0 for s in scores)
+    assert results["physics-baseline"]["no-geometry"] == [] and len(results["again"]["no-geometry"]) == 2

@@ -58,3 +58,24 @@ def test_hu_measurements_agree_with_the_phantoms_labels(age_y: float, condition:
     icv_hu, icv_labels = metrics.intracranial_volume_ml(head.hu, 1.5), anatomy.intracranial_volume_ml(head.labels, 1.5)
     assert icv_hu == pytest.approx(icv_labels, rel=0.08)
     assert metrics.cephalic_index(head.hu) == pytest.approx(anatomy.cephalic_index(head.labels), abs=0.02)
+
+
+@pytest.mark.parametrize(("age_y", "condition", "seed"), [(0.3, "sagittal", 1), (0.5, "coronal-left", 2),
+                                                         (0.9, "lambdoid", 3)])  # fmt: skip
+def test_suture_patency_reads_the_truth_right_and_a_blurred_head_as_fused(age_y: float, condition: str,
+                                                                          seed: int) -> None:  # fmt: skip
+    """On the phantom's own HU every suture reads as the labels say (open unless fused by the
+    condition or by age); smoothed far past the skull's thickness, no suture can be read at all."""
+    from scipy import ndimage
+
+    from model.skull import parameters, phantom, suture_regions
+
+    p = parameters(age_y, condition, seed)
+    head = phantom(p, (128, 128, 128), 1.5)
+    regions = suture_regions(p, (128, 128, 128), 1.5)
+    assert set(regions) == {"coronal-L", "coronal-R", "sagittal", "metopic", "lambdoid-L", "lambdoid-R"}
+    bone = head.hu > metrics.BONE_HU
+    read = {name: metrics.suture_open(head.hu, region, bone) for name, region in regions.items()}
+    assert read == {name: name not in p.fused for name in regions} and not all(read.values())
+    smeared = ndimage.uniform_filter(head.hu, 9)  # 13.5 mm boxes: no gap survives
+    assert all(metrics.suture_open(smeared, region, bone) is None for region in regions.values())
