@@ -154,6 +154,14 @@ COLUMNS = ("psnr_db", "ssim", "mae_hu", "bone_dice", "assd_mm", "hd95_mm", "icv_
            "suture_accuracy")  # fmt: skip
 
 
+def row_means(results: dict, row: str) -> dict[str, float]:
+    """The standard-variant means of one row of a results JSON: what a model's sidecar records."""
+    rows = results[row]["standard"]
+    if not rows:
+        raise ValueError(f"row {row!r} has no standard cases")
+    return {c: round(float(np.nanmean([r[c] for r in rows])), 4) for c in COLUMNS} | {"heads": len(rows)}
+
+
 def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_set: int) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     subset = (
@@ -177,8 +185,8 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
     for name, by_variant in results.items():
         rows = by_variant.get("standard", [])
         if rows:
-            means = [np.nanmean([r[c] for r in rows]) for c in COLUMNS]
-            lines.append(f"| {name} | " + " | ".join(f"{m:.3g}" for m in means) + " |")
+            means = row_means(results, name)
+            lines.append(f"| {name} | " + " | ".join(f"{means[c]:.3g}" for c in COLUMNS) + " |")
     robustness = [v for v in VARIANTS if v != "standard" and any(by.get(v) for by in results.values())]
     if robustness:
         lines += ["", "Robustness (PSNR dB / bone Dice):", "", "| model | " + " | ".join(robustness) + " |",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -335,10 +336,24 @@ def export_model(
     checkpoint: Annotated[
         Path | None, typer.Option(help="a training checkpoint to export; without it, the physics baseline")
     ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="RESULTS.json:ROW: record that `psct evaluate` row's means in the sidecar")
+    ] = None,
 ) -> None:
     """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
     from model import __version__
+    from model.evaluate import row_means
     from model.export import export_physics_baseline, export_psct_net
+
+    recorded = None
+    if metrics is not None:
+        results, _, row = metrics.rpartition(":")
+        try:
+            recorded = {"source": results, "row": row, **row_means(json.loads(Path(results).read_text()), row)}
+        except (OSError, ValueError, KeyError) as exc:
+            typer.echo(f"error: --metrics wants RESULTS.json:ROW of a psct evaluate run, got {metrics!r} ({exc})",
+                       err=True)  # fmt: skip
+            raise typer.Exit(2) from None
 
     if checkpoint is None:
         output = output or Path("model/weights/physics-baseline.onnx")
@@ -348,7 +363,7 @@ def export_model(
             typer.echo(f"error: no checkpoint at {checkpoint}", err=True)
             raise typer.Exit(2)
         output = output or Path("model/weights/psct-net.onnx")
-        sidecar = export_psct_net(checkpoint, output, __version__)
+        sidecar = export_psct_net(checkpoint, output, __version__, recorded)
     typer.echo(
         f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
         f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)"

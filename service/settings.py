@@ -29,8 +29,11 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-# The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "weights" / "physics-baseline.onnx"
+# The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it): the
+# learned PSCT-Net; the physics baseline (no learned weights) stays beside it for comparison.
+WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
+DEFAULT_MODEL = WEIGHTS / "psct-net.onnx"
+PHYSICS_BASELINE = WEIGHTS / "physics-baseline.onnx"
 
 
 def _split(value: str) -> list[str]:

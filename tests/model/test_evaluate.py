@@ -9,7 +9,7 @@ import numpy as np
 
 from model.evaluate import AGE_BANDS_Y, check_disjoint, held_out_specs, make_case, run_evaluation
 from model.skull import CONDITIONS
-from service.settings import DEFAULT_MODEL
+from service.settings import PHYSICS_BASELINE
 
 
 def test_the_held_out_set_spans_every_band_and_condition_and_never_changes() -> None:
@@ -33,7 +33,7 @@ def test_the_variants_change_what_they_say_and_nothing_else() -> None:
 
 
 def test_the_table_names_its_machine_window_and_rows(tmp_path: Path) -> None:
-    models = {"physics-baseline": DEFAULT_MODEL, "again": DEFAULT_MODEL}
+    models = {"physics-baseline": PHYSICS_BASELINE, "again": PHYSICS_BASELINE}
     output = run_evaluation(models, tmp_path / "results.md", limit=2, variants=("standard", "no-geometry"),
                             log=lambda _: None, robust={"again"})  # fmt: skip
     text = output.read_text()

@@ -17,7 +17,7 @@ from model.geometry import projection_matrix
 from model.preprocess import preprocess
 from model.radiograph import display_values, read_view
 from model.simulate import simulate_pair
-from service.settings import DEFAULT_MODEL
+from service.settings import PHYSICS_BASELINE
 
 # The contract's field: a whole head from newborn to 18 y, face and skull base included.
 MIN_FIELD_MM = 220.0
@@ -25,11 +25,11 @@ MIN_FIELD_MM = 220.0
 
 @pytest.fixture(scope="module")
 def sidecar() -> dict:
-    return json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    return json.loads(PHYSICS_BASELINE.with_suffix(".json").read_text())
 
 
 def test_sidecar_describes_the_shipped_file(sidecar: dict) -> None:
-    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == sidecar["sha256"]
+    assert hashlib.sha256(PHYSICS_BASELINE.read_bytes()).hexdigest() == sidecar["sha256"]
     assert sidecar["kind"] == "physics-baseline" and "physics baseline" in sidecar["label"]
     assert [i["name"] for i in sidecar["inputs"]] == INPUT_NAMES
     grid = sidecar["output_grid"]
@@ -37,7 +37,7 @@ def test_sidecar_describes_the_shipped_file(sidecar: dict) -> None:
 
 
 def test_projection_matrices_are_graph_inputs_not_constants() -> None:
-    graph = onnx.load(str(DEFAULT_MODEL)).graph
+    graph = onnx.load(str(PHYSICS_BASELINE)).graph
     assert [i.name for i in graph.input] == INPUT_NAMES
     assert not {i.name for i in graph.initializer} & set(INPUT_NAMES)
     assert any(node.op_type == "GridSample" for node in graph.node)
@@ -54,7 +54,7 @@ def phantom_inputs(seed: int, age_y: float) -> dict[str, np.ndarray]:
 
 
 def test_one_onnx_file_serves_every_geometry_and_equals_torch(sidecar: dict) -> None:
-    session = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(PHYSICS_BASELINE), providers=["CPUExecutionProvider"])
     module = PhysicsBaseline(tuple(sidecar["output_grid"]["shape_zyx"]), sidecar["output_grid"]["voxel_mm"]).eval()
     feeds = phantom_inputs(seed=1, age_y=2.0)
     # The same views with a magnified geometry: a different study's matrices, same file.

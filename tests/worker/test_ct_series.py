@@ -52,14 +52,14 @@ def test_series_keeps_the_contract(pair, volume) -> None:  # type: ignore[no-unt
     assert first.StudyInstanceUID == pair.pa.StudyInstanceUID
     assert first.PatientID == pair.pa.PatientID and first.PatientName == pair.pa.PatientName
     assert "PSCT-Net" in first.SeriesDescription and NOT_FOR_DIAGNOSIS in first.SeriesDescription
-    assert "physics baseline" in first.SeriesDescription
+    assert "reconstruction" in first.SeriesDescription  # the shipped default is the learned model
     assert first.SpecificCharacterSet == "ISO_IR 192"
     assert {s.ReferencedSOPInstanceUID for s in first.SourceImageSequence} == {
         pair.pa.SOPInstanceUID,
         pair.lateral.SOPInstanceUID,
     }
     equipment = first.ContributingEquipmentSequence[0]
-    assert equipment.ManufacturerModelName == "psct-physics-baseline" and equipment.SoftwareVersions
+    assert equipment.ManufacturerModelName == "psct-net" and equipment.SoftwareVersions
     # Centred on the isocentre: first and last voxel centres are mirror images.
     corner_first = np.array(first.ImagePositionPatient, dtype=float)
     corner_last = np.array(last.ImagePositionPatient, dtype=float) + [

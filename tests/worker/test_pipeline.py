@@ -13,7 +13,7 @@ from pydicom.uid import JPEG2000Lossless
 
 from model.radiograph import RadiographError
 from model.simulate import simulate_pair
-from service.settings import DEFAULT_MODEL
+from service.settings import PHYSICS_BASELINE
 from tests.conftest import require
 from worker.pipeline import reconstruct
 from worker.runtime import cached
@@ -37,26 +37,26 @@ def pair():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def volume(pair) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return reconstruct(pair.pa, pair.lateral, cached(DEFAULT_MODEL))[0]
+    return reconstruct(pair.pa, pair.lateral, cached(PHYSICS_BASELINE))[0]
 
 
 @pytest.mark.parametrize(("age_y", "seed"), [(0.5, 101), (8.0, 102), (16.0, 103)])
 def test_baseline_finds_the_skull_where_it_is(age_y: float, seed: int) -> None:
     pair = simulate_pair(age_y, seed)
-    volume, _ = reconstruct(pair.pa, pair.lateral, cached(DEFAULT_MODEL))
+    volume, _ = reconstruct(pair.pa, pair.lateral, cached(PHYSICS_BASELINE))
     assert bone_dice(volume, pair.truth_hu) >= MIN_BONE_DICE
 
 
 def test_a_wrong_orientation_is_visibly_worse(pair, volume) -> None:  # type: ignore[no-untyped-def]
     mirrored = copy.deepcopy(pair.lateral)
     mirrored.PatientOrientation = ["F", "P"]  # claims the image is turned by 90 degrees
-    wrong, _ = reconstruct(pair.pa, mirrored, cached(DEFAULT_MODEL))
+    wrong, _ = reconstruct(pair.pa, mirrored, cached(PHYSICS_BASELINE))
     assert bone_dice(wrong, pair.truth_hu) < bone_dice(volume, pair.truth_hu) - 0.1
 
 
 def test_monochrome1_input_gives_the_same_volume(volume) -> None:  # type: ignore[no-untyped-def]
     inverted = simulate_pair(age_y=3.0, seed=7, monochrome1=True)
-    again, _ = reconstruct(inverted.pa, inverted.lateral, cached(DEFAULT_MODEL))
+    again, _ = reconstruct(inverted.pa, inverted.lateral, cached(PHYSICS_BASELINE))
     np.testing.assert_allclose(again, volume, atol=0.05)
 
 
@@ -84,10 +84,10 @@ def test_compressed_inputs_decode_to_the_same_volume(pair, volume, codec: str, t
             compressed.append(target)
     datasets = [dcmread(p) for p in compressed]
     assert datasets[0].file_meta.TransferSyntaxUID.is_compressed
-    again, _ = reconstruct(datasets[0], datasets[1], cached(DEFAULT_MODEL))
+    again, _ = reconstruct(datasets[0], datasets[1], cached(PHYSICS_BASELINE))
     np.testing.assert_allclose(again, volume, atol=0.05)
 
 
 def test_views_in_the_wrong_slots_are_refused(pair) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RadiographError, match="pa input is a LL view"):
-        reconstruct(pair.lateral, pair.pa, cached(DEFAULT_MODEL))
+        reconstruct(pair.lateral, pair.pa, cached(PHYSICS_BASELINE))

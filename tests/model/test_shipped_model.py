@@ -1,0 +1,60 @@
+"""The shipped default model: the reference PSCT-Net, described by its sidecar, better than the baseline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import metrics
+from model.simulator import simulate_head
+from model.train import TrainConfig
+from service.settings import DEFAULT_MODEL, PHYSICS_BASELINE
+from worker.pipeline import reconstruct
+from worker.runtime import cached
+
+REFERENCE = Path(__file__).resolve().parents[2] / "model" / "configs" / "reference.json"
+# Issue 5's field and voxel bounds; its ONNX-vs-PyTorch tolerance.
+MIN_FIELD_MM, MAX_VOXEL_MM, MAX_EXPORT_DIFF_HU = 220.0, 1.75, 1.0
+# The held-out evaluation (docs/results.md) measured PSCT-Net several dB above the baseline; 3 dB on
+# three heads leaves room for one hard head while still failing a model that learned nothing.
+MIN_PSNR_GAIN_DB = 3.0
+
+
+def test_the_default_is_the_reference_psct_net_its_sidecar_describes() -> None:
+    sidecar = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == sidecar["sha256"]
+    assert sidecar["kind"] == "psct-net" and "not for diagnostic use" in sidecar["label"]
+    grid = sidecar["output_grid"]
+    assert min(grid["shape_zyx"]) * grid["voxel_mm"] >= MIN_FIELD_MM and grid["voxel_mm"] <= MAX_VOXEL_MM
+    assert sidecar["export_check"]["max_abs_diff_hu"] <= MAX_EXPORT_DIFF_HU
+    reference = TrainConfig.from_json(REFERENCE)
+    # `psct train --config model/configs/reference.json` makes these weights (README: ~90 min here).
+    assert sidecar["training"]["config_digest"] == reference.digest()
+    assert sidecar["training"]["steps"] == reference.steps
+    assert json.loads(PHYSICS_BASELINE.with_suffix(".json").read_text())["kind"] == "physics-baseline"
+
+
+def test_the_shipped_model_beats_the_physics_baseline_on_unseen_heads() -> None:
+    """Full-resolution radiographs (as `psct simulate` writes them) through the service's own path."""
+    gains = []
+    for age_y, condition, seed in ((0.7, "sagittal", 31), (5.0, "normal", 32), (15.0, "metopic", 33)):
+        pair = simulate_head(age_y, condition, seed)
+        truth = pair.head.hu
+        scores = {}
+        for model in (DEFAULT_MODEL, PHYSICS_BASELINE):
+            volume, _ = reconstruct(pair.pa.dataset, pair.lateral.dataset, cached(model))
+            scores[model.name] = (metrics.psnr_db(volume, truth), metrics.dice(volume > 300, truth > 300))
+        learned, baseline = scores[DEFAULT_MODEL.name], scores[PHYSICS_BASELINE.name]
+        assert learned[1] > baseline[1], (age_y, scores)
+        gains.append(learned[0] - baseline[0])
+    assert np.mean(gains) >= MIN_PSNR_GAIN_DB, gains
+
+
+@pytest.mark.parametrize(("path", "name"), [(DEFAULT_MODEL, "psct-net"), (PHYSICS_BASELINE, "psct-physics-baseline")])
+def test_both_models_load_in_the_worker_runtime(path: Path, name: str) -> None:
+    runtime = cached(path)
+    assert runtime.sidecar["name"] == name and runtime.voxel_mm <= MAX_VOXEL_MM
