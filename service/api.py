@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RESEARCH_NOTICE = "PSCT output is a research reconstruction, not for diagnostic use."
 JOB_ID_PATTERN = "^[0-9a-f]{32}$"
 UPLOAD_FIELDS = {"pa", "lateral"}
+RETRY_AFTER_S = "60"  # what a 503 asks a client to wait: a minute for an operator or a purge to free space
 
 
 @lru_cache(maxsize=8)
@@ -149,6 +150,10 @@ def create_app() -> FastAPI:
         openapi_extra={"requestBody": UPLOAD_BODY},
     )
     async def submit(request: Request, response: Response, settings: SettingsDep, store: StoreDep) -> JobOut:
+        low = files.low_disk(settings.home, settings.min_free_mb)
+        if low is not None:
+            metrics.UPLOADS.labels("out_of_resources").inc()
+            raise HTTPException(503, f"cannot take uploads now: {low}", headers={"Retry-After": RETRY_AFTER_S})
         job_id = new_job_id()
         folder = files.upload_dir(settings.home, job_id)
         try:
@@ -167,6 +172,12 @@ def create_app() -> FastAPI:
             metrics.UPLOADS.labels("refused").inc()
             shutil.rmtree(folder, ignore_errors=True)  # nothing was acknowledged
             raise
+        except OSError as exc:  # the disk filled while streaming: nothing acknowledged, nothing left
+            metrics.UPLOADS.labels("out_of_resources").inc()
+            shutil.rmtree(folder, ignore_errors=True)
+            log.error("upload could not be stored: %s", exc)
+            detail = "cannot store the upload now (disk)"
+            raise HTTPException(503, detail, headers={"Retry-After": RETRY_AFTER_S}) from None
         with store.session() as session:
             job = store.create_job(
                 session,
@@ -241,6 +252,8 @@ def create_app() -> FastAPI:
     @app.get("/readyz")
     def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         checks = {"model": model_check(settings), "store": _check(store.ping), "queue": _check(ping_broker)}
+        low = files.low_disk(settings.home, settings.min_free_mb)
+        checks["disk"] = "ok" if low is None else f"failed: {low}"
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

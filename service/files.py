@@ -37,6 +37,15 @@ def series_files(home: Path, job_id: str) -> list[Path]:
     return sorted(series_dir(home, job_id).glob("*.dcm"))
 
 
+def low_disk(home: Path, min_free_mb: float) -> str | None:
+    """Why PSCT_HOME cannot take more data (free space under the watermark), or None."""
+    existing = next(p for p in (home, *home.parents) if p.exists())
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < min_free_mb:
+        return f"PSCT_HOME has {free_mb:.0f} MB free, below PSCT_MIN_FREE_MB {min_free_mb:g}"
+    return None
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

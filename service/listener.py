@@ -54,6 +54,11 @@ def _refusal(status: StoreStatus, message: str) -> Dataset:
 
 def on_store(event: Event, settings: Settings, store: JobStore, enqueue: Callable[[str], None]) -> Any:
     """Check, persist durably, record; only then acknowledge. Pairing may queue a job."""
+    low = files.low_disk(settings.home, settings.min_free_mb)
+    if low is not None:  # refuse before writing: the sender keeps the instance and retries later
+        metrics.STORES.labels("out_of_resources").inc()
+        log.warning("C-STORE refused: %s", low)
+        return _refusal(StoreStatus.OUT_OF_RESOURCES, "disk full at PSCT: retry later")
     try:
         ds = event.dataset
         ds.file_meta = event.file_meta

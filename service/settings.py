@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     pair_timeout_s: float = Field(300.0, gt=0)
     max_upload_mb: float = Field(64.0, gt=0)
     retention_days: float | None = None
+    # Disk watermark: below it the listener answers Out of Resources, REST 503, /readyz fails.
+    min_free_mb: float = Field(1024.0, ge=0)
     # Not in the contract's table: delivery retry policy and the model file to serve.
     delivery_attempts: int = Field(5, ge=1)
     delivery_backoff_s: float = Field(2.0, ge=0)

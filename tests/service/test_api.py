@@ -160,7 +160,21 @@ def test_api_keys_guard_everything_but_health(
 def test_readiness_checks_model_store_and_queue(client: TestClient) -> None:
     answer = client.get("/readyz")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["checks"] == {"model": "ok", "store": "ok", "queue": "ok"}
+    assert answer.json()["checks"] == {"model": "ok", "store": "ok", "queue": "ok", "disk": "ok"}
+
+
+def test_below_the_disk_watermark_uploads_get_503_and_readiness_fails(
+    psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, pair_files: PairFiles
+) -> None:
+    """A watermark above any real disk's free space: the refusal path, exactly as on a full disk."""
+    apply_env({"PSCT_MIN_FREE_MB": "1e12"}, monkeypatch)
+    client = TestClient(create_app(), raise_server_exceptions=False)
+    answer = post(client, pair_files.pa.read_bytes(), pair_files.lateral.read_bytes())
+    assert answer.status_code == 503 and "PSCT_MIN_FREE_MB" in answer.json()["detail"]
+    assert int(answer.headers["retry-after"]) > 0
+    assert not list(Path(psct_env["PSCT_HOME"]).rglob("*.dcm")) and client.get("/reconstructions").json()["total"] == 0
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["disk"].startswith("failed")
 
 
 def test_broken_model_file_makes_the_service_unready(

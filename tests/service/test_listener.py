@@ -142,6 +142,19 @@ def test_unusable_instances_get_a_refusing_status_and_are_not_kept(
     assert echoscu(scp.port) == 0
 
 
+def test_below_the_disk_watermark_stores_get_out_of_resources_and_nothing_is_kept(
+    scp: Running, pair_files: PairFiles
+) -> None:
+    scp.start(PSCT_MIN_FREE_MB="1e12")  # above any real disk's free space
+    assert store_status(scp.port, dcmread(pair_files.pa)) == StoreStatus.OUT_OF_RESOURCES
+    assert not list((Path(scp.env["PSCT_HOME"]) / "inbox").rglob("*.dcm")) and scp.jobs() == []
+    scp.stop()
+    scp.start(PSCT_MIN_FREE_MB="0")  # space again: the sender's retry goes through
+    for path in (pair_files.pa, pair_files.lateral):
+        assert store_status(scp.port, dcmread(path)) == StoreStatus.SUCCESS
+    assert len(scp.jobs()) == 1
+
+
 def test_only_allowed_calling_ae_titles_associate(scp: Running, pair_files: PairFiles) -> None:
     scp.start(PSCT_ALLOWED_AES="XRAY1,XRAY2")
     assert echoscu(scp.port, calling="OTHER") != 0
