@@ -213,6 +213,8 @@ def create_app() -> FastAPI:
     def get_series(job_id: JobId, store: StoreDep, settings: SettingsDep) -> Response:
         job = _job(store, job_id)
         paths = files.series_files(settings.home, job_id)
+        if store.was_purged(job_id):
+            raise HTTPException(410, f"job {job_id}: its data was purged after PSCT_RETENTION_DAYS")
         if job.status != SUCCEEDED or not paths:
             raise HTTPException(409, f"job {job_id} is {job.status}: the series is downloadable once it succeeded")
         buffer = io.BytesIO()

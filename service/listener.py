@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from service.dicom_status import StoreStatus
 from service.errors import InputError
 from service.intake import inspect
 from service.pairing import Arrival, expire_half_pairs, register
+from service.retention import RETENTION_SWEEP_S, purge
 from service.settings import Settings
 from service.store import JobStore
 
@@ -155,12 +157,21 @@ class Listener:
 
     def _sweep(self) -> None:
         interval = min(SWEEP_INTERVAL_S, self.settings.pair_timeout_s / 4)
-        while not self._stop.wait(interval):
+        last_purge = -RETENTION_SWEEP_S
+        while True:
             try:
                 for job_id in expire_half_pairs(self.store, self.settings.pair_timeout_s):
                     log.warning("job %s: pair timed out", job_id)
             except Exception:
                 log.exception("pair-timeout sweep failed; retrying")
+            if time.monotonic() - last_purge >= RETENTION_SWEEP_S:
+                last_purge = time.monotonic()
+                try:
+                    purge(self.settings, self.store)
+                except Exception:
+                    log.exception("retention purge failed; retrying at the next sweep")
+            if self._stop.wait(interval):
+                return
 
     def stop(self) -> None:
         """Stop accepting; associations in progress finish their current request."""

@@ -110,6 +110,21 @@ class Instance(Base):
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
 
 
+class AuditEvent(Base):
+    """What was done to data, for the operator's record (no patient names or IDs in `detail`)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    event: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+PURGED = "purged"  # audit event: a job's received instances and results were deleted (retention)
+
+
 def aware(value: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything stored here is UTC."""
     if value is None or value.tzinfo is not None:
@@ -227,6 +242,34 @@ class JobStore:
         """Jobs a crash may have left without a live queue message."""
         with self.session() as session:
             return list(session.scalars(select(Job.id).where(Job.status.in_([QUEUED, RUNNING]))))
+
+    # -- retention and audit ------------------------------------------------------------------
+    def audit(self, event: str, job_id: str | None, detail: str) -> None:
+        with self.session() as session:
+            session.add(AuditEvent(at=utcnow(), event=event, job_id=job_id, detail=detail))
+
+    def audit_events(self, event: str | None = None) -> list[AuditEvent]:
+        with self.session() as session:
+            query = select(AuditEvent).order_by(AuditEvent.id)
+            return list(session.scalars(query if event is None else query.where(AuditEvent.event == event)))
+
+    def finished_before(self, cutoff: datetime) -> list[Job]:
+        """Finished jobs older than `cutoff` whose data is still kept (no purge recorded)."""
+        purged = select(AuditEvent.job_id).where(AuditEvent.event == PURGED, AuditEvent.job_id.is_not(None))
+        with self.session() as session:
+            query = select(Job).where(
+                Job.status.in_([SUCCEEDED, FAILED]), Job.finished_at < cutoff, Job.id.not_in(purged)
+            )
+            return list(session.scalars(query))
+
+    def instance_paths(self, job_id: str) -> list[str]:
+        with self.session() as session:
+            return list(session.scalars(select(Instance.path).where(Instance.job_id == job_id)))
+
+    def was_purged(self, job_id: str) -> bool:
+        with self.session() as session:
+            query = select(AuditEvent.id).where(AuditEvent.event == PURGED, AuditEvent.job_id == job_id)
+            return session.scalar(query.limit(1)) is not None
 
     def status_counts(self) -> dict[str, int]:
         with self.session() as session:
