@@ -34,6 +34,12 @@ VIEW_MEANINGS = (
 FREE_TEXT_VIEW_TAGS = ("SeriesDescription", "ProtocolName", "AcquisitionDeviceProcessingDescription")
 
 
+# Numbers the pixel value transforms use (PS3.3 C.11.1, C.11.2, C.8.11.3).
+PIXEL_TRANSFORM_NUMBERS = (
+    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "PixelIntensityRelationshipSign",
+)  # fmt: skip
+
+
 class RadiographError(ModelInputError):
     """The instance is not a usable radiograph; the message says why."""
 
@@ -78,14 +84,21 @@ def _view_from_words(text: str) -> str | None:
 
 
 def _floats(ds: Dataset, keyword: str) -> tuple[float, ...] | None:
-    value = ds.get(keyword)
+    """The numbers in `keyword`, None when absent; refused when not finite numbers."""
+    try:
+        value = ds.get(keyword)  # a raw value is converted here: 'abc' in a DS fails now
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RadiographError(f"{keyword} cannot be read as a number: {str(exc)[:80]}") from None
     if value is None or value == "":
         return None
     try:
         items = [value] if isinstance(value, str | bytes | int | float) else list(value)
-        return tuple(float(v) for v in items)
-    except (TypeError, ValueError):
-        raise RadiographError(f"{keyword} is {value!r}: not a number") from None
+        numbers = tuple(float(v) for v in items)
+    except (TypeError, ValueError, OverflowError):
+        raise RadiographError(f"{keyword} is {str(value)[:60]!r}: not a number") from None
+    if not all(np.isfinite(numbers)):
+        raise RadiographError(f"{keyword} is {str(value)[:60]!r}: not a finite number")
+    return numbers
 
 
 def _one(ds: Dataset, keyword: str) -> float | None:
@@ -140,12 +153,19 @@ def display_values(ds: Dataset) -> np.ndarray:
         raise RadiographError(f"pixel data cannot be decoded: {exc}") from None
     if pixels.ndim != 2:
         raise RadiographError(f"expected one greyscale frame, got pixel array of shape {pixels.shape}")
-    if str(ds.get("PixelIntensityRelationship", "")).strip() == "LIN":
-        values = _attenuation_of_linear(apply_modality_lut(pixels, ds).astype(np.float64), ds)
-    else:
-        values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
-        if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-            values = -values
+    for keyword in PIXEL_TRANSFORM_NUMBERS:
+        _floats(ds, keyword)  # refuses what is not a finite number, naming the attribute
+    try:
+        if str(ds.get("PixelIntensityRelationship", "")).strip() == "LIN":
+            values = _attenuation_of_linear(apply_modality_lut(pixels, ds).astype(np.float64), ds)
+        else:
+            values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+            if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+                values = -values
+    except RadiographError:
+        raise
+    except Exception as exc:  # broken LUT sequences or multi-valued rescales: pydicom raises many types
+        raise RadiographError(f"the pixel value transforms (rescale, window, LUT) cannot be applied: {exc}") from None
     if not np.all(np.isfinite(values)) or np.ptp(values) == 0:
         raise RadiographError("pixel data is constant or not finite: nothing to reconstruct from")
     return values
@@ -155,7 +175,7 @@ def _attenuation_of_linear(values: np.ndarray, ds: Dataset) -> np.ndarray:
     """A linear (for processing) image as -log(signal / brightest signal): the log image a vendor
     would have made. The sign says which way the signal runs (PS3.3 C.8.11.3.1.2); a display
     window is for viewing raw data, so it is not applied."""
-    if int(ds.get("PixelIntensityRelationshipSign", 1) or 1) == -1:  # higher values: less signal
+    if _one(ds, "PixelIntensityRelationshipSign") == -1:  # higher values: less signal
         values = values.max() - values
     brightest = float(values.max())
     if brightest <= 0:
