@@ -106,6 +106,13 @@ def _one(ds: Dataset, keyword: str) -> float | None:
     return None if values is None else values[0]
 
 
+def _whole(ds: Dataset, keyword: str) -> int:
+    value = _one(ds, keyword) or 0.0
+    if value != int(value):
+        raise RadiographError(f"{keyword} is {value:g}: not a whole number")
+    return int(value)
+
+
 def _pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
     values = _floats(ds, keyword)
     if values is None:
@@ -129,8 +136,8 @@ def geometry_tags(ds: Dataset, view: str) -> GeometryTags:
     calibration = ds.get("PixelSpacingCalibrationType")
     return GeometryTags(
         view=view,
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
+        rows=_whole(ds, "Rows"),
+        columns=_whole(ds, "Columns"),
         sid_mm=_one(ds, "DistanceSourceToDetector"),
         source_to_patient_mm=_one(ds, "DistanceSourceToPatient"),
         magnification=_one(ds, "EstimatedRadiographicMagnificationFactor"),

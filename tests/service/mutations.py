@@ -59,17 +59,16 @@ def mutate(original: bytes, rnd: random.Random) -> bytes:
             break
         kind = rnd.random()
         if kind < 0.6:  # edit or delete an attribute, then encode as a PACS would send it
-            ds = dcmread(io.BytesIO(data), force=True)
-            keyword = rnd.choice(KEYWORDS)
-            if rnd.random() < 0.3:
-                if keyword in ds:
-                    del ds[keyword]
-            else:
-                _set(ds, keyword, rnd)
+            keyword, delete = rnd.choice(KEYWORDS), rnd.random() < 0.3
             buffer = io.BytesIO()
             try:
+                ds = dcmread(io.BytesIO(data), force=True)
+                if delete:
+                    ds.pop(keyword, None)
+                else:
+                    _set(ds, keyword, rnd)
                 ds.save_as(buffer, enforce_file_format=False)
-            except Exception:  # pydicom refuses to encode this value: keep the previous bytes
+            except Exception:  # bytes broken by an earlier step, or a value pydicom will not encode
                 continue
             data = buffer.getvalue()
         elif kind < 0.75:  # flip bytes anywhere (header and pixels alike)
