@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from service import files, metrics
@@ -106,6 +106,20 @@ class JobOut(BaseModel):
         )
 
 
+class Problem(BaseModel):
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the error answers of an operation (JSON `{"detail": ...}`)."""
+    meaning = {
+        401: "missing or wrong API key", 404: "no such job", 409: "not in a state for this",
+        410: "purged after PSCT_RETENTION_DAYS", 413: "a file over PSCT_MAX_UPLOAD_MB",
+        422: "bad input: the detail names the problem", 503: "cannot take data now (disk); see Retry-After",
+    }  # fmt: skip
+    return {code: {"model": Problem, "description": meaning[code]} for code in codes}
+
+
 class JobList(BaseModel):
     items: list[JobOut]
     total: int
@@ -148,6 +162,7 @@ def create_app() -> FastAPI:
         response_model=JobOut,
         dependencies=secured,
         openapi_extra={"requestBody": UPLOAD_BODY},
+        responses=_errors(401, 413, 422, 503),
     )
     async def submit(request: Request, response: Response, settings: SettingsDep, store: StoreDep) -> JobOut:
         low = files.low_disk(settings.home, settings.min_free_mb)
@@ -194,21 +209,22 @@ def create_app() -> FastAPI:
         response.headers["Location"] = f"/reconstructions/{job.id}"
         return JobOut.of(store.get(job.id))  # type: ignore[arg-type]
 
-    @app.get("/reconstructions", response_model=JobList, dependencies=secured)
+    @app.get("/reconstructions", response_model=JobList, dependencies=secured, responses=_errors(401, 422))
     def list_jobs(
         store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0
     ) -> JobList:
         jobs, total = store.page(limit, offset)
         return JobList(items=[JobOut.of(j) for j in jobs], total=total)
 
-    @app.get("/reconstructions/{job_id}", response_model=JobOut, dependencies=secured)
+    @app.get("/reconstructions/{job_id}", response_model=JobOut, dependencies=secured,
+             responses=_errors(401, 404, 422))  # fmt: skip
     def get_job(job_id: JobId, store: StoreDep) -> JobOut:
         return JobOut.of(_job(store, job_id))
 
     @app.get(
         "/reconstructions/{job_id}/series",
         dependencies=secured,
-        responses={200: {"content": {"application/zip": {}}}, 409: {"description": "not succeeded yet"}},
+        responses={200: {"content": {"application/zip": {}}}, **_errors(401, 404, 409, 410, 422)},
     )
     def get_series(job_id: JobId, store: StoreDep, settings: SettingsDep) -> Response:
         job = _job(store, job_id)
@@ -230,7 +246,7 @@ def create_app() -> FastAPI:
     @app.get(
         "/reconstructions/{job_id}/preview.png",
         dependencies=secured,
-        responses={200: {"content": {"image/png": {}}}, 409: {"description": "no reconstruction yet"}},
+        responses={200: {"content": {"image/png": {}}}, **_errors(401, 404, 409, 422)},
     )
     def get_preview(job_id: JobId, store: StoreDep, settings: SettingsDep) -> FileResponse:
         job = _job(store, job_id)
@@ -239,7 +255,8 @@ def create_app() -> FastAPI:
             raise HTTPException(409, f"job {job_id} is {job.status}: no reconstruction to preview yet")
         return FileResponse(path, media_type="image/png")
 
-    @app.post("/reconstructions/{job_id}/resend", status_code=202, response_model=JobOut, dependencies=secured)
+    @app.post("/reconstructions/{job_id}/resend", status_code=202, response_model=JobOut, dependencies=secured,
+              responses=_errors(401, 404, 409, 422))  # fmt: skip
     def resend(job_id: JobId, store: StoreDep, settings: SettingsDep) -> JobOut:
         job = _job(store, job_id)
         if not job.series_instance_uid or not files.series_files(settings.home, job_id):
@@ -251,7 +268,7 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "not ready: `checks` says which part failed"}})
     def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         checks = {"model": model_check(settings), "store": _check(store.ping), "queue": _check(ping_broker)}
         low = files.low_disk(settings.home, settings.min_free_mb)
@@ -259,7 +276,8 @@ def create_app() -> FastAPI:
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", dependencies=secured)
+    @app.get("/metrics", dependencies=secured, response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {}}}, **_errors(401)})  # fmt: skip
     def get_metrics(_store: StoreDep) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
