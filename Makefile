@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 # Real DICOM and queue peers the tests talk to (Debian packages).
-SYSTEM_TOOLS := redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools
+SYSTEM_TOOLS := redis-server:redis-server Orthanc:orthanc storescu:dcmtk dciodvfy:dicom3tools openssl:openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run install install-dev system-deps test lint bench clean

@@ -61,6 +61,9 @@ def _guard_binding(settings) -> None:  # type: ignore[no-untyped-def]
         raise typer.Exit(2)
     settings.destination_list  # noqa: B018 - validates PSCT_DESTINATIONS before anything starts
     settings.allowed_networks  # noqa: B018
+    from service.tls import export_context, listener_context
+
+    listener_context(settings), export_context(settings)  # TLS files readable, none missing
 
 
 def _resume_jobs(settings) -> None:  # type: ignore[no-untyped-def]

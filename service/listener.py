@@ -29,6 +29,7 @@ from service.pairing import Arrival, expire_half_pairs, register
 from service.retention import RETENTION_SWEEP_S, purge
 from service.settings import Settings
 from service.store import JobStore
+from service.tls import listener_context
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,10 @@ class Listener:
         ]
         server_class = type("Server", (AllowlistServer,), {"allowed": self.settings.allowed_networks})
         server = self.ae.make_server(
-            (self.settings.dicom_host, self.settings.dicom_port), evt_handlers=handlers, server_class=server_class
+            (self.settings.dicom_host, self.settings.dicom_port),
+            evt_handlers=handlers,
+            server_class=server_class,
+            ssl_context=listener_context(self.settings),
         )
         self.server = server
         self._threads = [

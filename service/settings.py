@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     retention_days: float | None = None
     # Disk watermark: below it the listener answers Out of Resources, REST 503, /readyz fails.
     min_free_mb: float = Field(1024.0, ge=0)
+    # DICOM TLS (service/tls.py): the listener requires it when a certificate is set; export when asked.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_export: bool = False
     # Not in the contract's table: delivery retry policy and the model file to serve.
     delivery_attempts: int = Field(5, ge=1)
     delivery_backoff_s: float = Field(2.0, ge=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,14 @@ ACSE_TIMEOUT_S = 15
 DIMSE_TIMEOUT_S = 60
 
 
-def send_once(paths: list[Path], destination: Destination, calling_ae: str) -> tuple[bool, str]:
+def send_once(paths: list[Path], destination: Destination, calling_ae: str,
+              tls: ssl.SSLContext | None = None) -> tuple[bool, str]:  # fmt: skip
     """(all stored, last status text) for one association carrying every instance."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT_S, DIMSE_TIMEOUT_S, DIMSE_TIMEOUT_S
     ae.add_requested_context(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = (tls, destination.host) if tls is not None else None
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
         return False, f"association {reason}"
@@ -52,11 +55,12 @@ def deliver(
     attempts: int,
     backoff_s: float,
     on_attempt: Callable[[int, bool, str], None],
+    tls: ssl.SSLContext | None = None,
 ) -> bool:
     """Try up to `attempts` times, sleeping backoff_s * 2**k between tries; report each attempt."""
     for attempt in range(1, attempts + 1):
         try:
-            ok, status = send_once(paths, destination, calling_ae)
+            ok, status = send_once(paths, destination, calling_ae, tls)
         except (OSError, RuntimeError) as exc:
             ok, status = False, f"{type(exc).__name__}: {exc}"
         on_attempt(attempt, ok, status)

@@ -15,6 +15,7 @@ from model.errors import ModelInputError
 from service import files
 from service.settings import Destination, Settings
 from service.store import FAILED, PENDING, RUNNING, SENT, SUCCEEDED, JobStore, utcnow
+from service.tls import export_context
 from worker import delivery
 from worker.ct_series import SeriesUids, ct_series
 from worker.pipeline import reconstruct
@@ -87,8 +88,9 @@ def deliver_job(job_id: str, store: JobStore, settings: Settings) -> None:
             store.set_delivery(job_id, name, attempts=base + attempt, last_status=status, state=SENT if ok else PENDING)
 
         if not delivery.deliver(
-            paths, destination, settings.ae_title, settings.delivery_attempts, settings.delivery_backoff_s, record
-        ):
+            paths, destination, settings.ae_title, settings.delivery_attempts, settings.delivery_backoff_s, record,
+            export_context(settings),
+        ):  # fmt: skip
             store.set_delivery(job_id, row.destination, state=FAILED)
             failures.append(row.destination)
     if failures:
