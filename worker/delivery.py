@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
 
 from service.dicom_status import SUCCESS_OR_WARNING, describe
 from service.settings import Destination
@@ -23,6 +25,12 @@ ACSE_TIMEOUT_S = 15
 DIMSE_TIMEOUT_S = 60
 
 
+def _no_delay(event: Event) -> None:
+    """TCP_NODELAY on our end: without it each instance's last PDU waits for the peer's delayed ACK
+    (Nagle), ~40-90 ms per instance on Linux; measured 57 -> 13 ms per CT slice to DCMTK storescp."""
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+
+
 def send_once(paths: list[Path], destination: Destination, calling_ae: str,
               tls: ssl.SSLContext | None = None) -> tuple[bool, str]:  # fmt: skip
     """(all stored, last status text) for one association carrying every instance."""
@@ -30,7 +38,8 @@ def send_once(paths: list[Path], destination: Destination, calling_ae: str,
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT_S, DIMSE_TIMEOUT_S, DIMSE_TIMEOUT_S
     ae.add_requested_context(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     tls_args = (tls, destination.host) if tls is not None else None
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])  # fmt: skip
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
         return False, f"association {reason}"
