@@ -23,6 +23,7 @@ app = typer.Typer(
     help="PSCT: research skull CT from two radiographs. Not for diagnostic use.",
 )
 log = logging.getLogger("psct")
+WORKER_POLL_S = 1.0  # how often `psct serve` checks that its worker is alive
 # After SIGTERM, the worker gets this long to finish its task before it is killed; the job then
 # resumes at the next start. Below the contract's 30 s exit limit.
 WORKER_STOP_GRACE_S = 20.0
@@ -121,15 +122,44 @@ def serve(home: Home = None, http_host: Host = None, http_port: Port = None, dic
     _guard_binding(settings)
     if settings.embedded_queue:
         _resume_jobs(settings)
-    worker = subprocess.Popen([sys.executable, "-m", "psct.cli", "worker"], env=os.environ.copy())
+    worker = _SupervisedWorker(settings)
     listener = _listener(settings)
     listener.start()
     try:
         _run_gateway(settings)
     finally:
         listener.stop()
-        _stop_worker(worker)
+        worker.stop()
     log.info("psct stopped")
+
+
+class _SupervisedWorker:
+    """The worker process of `psct serve`, started again when it dies (kill -9, out of memory). The
+    embedded queue never redelivers a message its dead consumer held, so the store's unfinished jobs
+    are queued again (a job queued twice runs once: a finished job ignores its second message)."""
+
+    def __init__(self, settings) -> None:  # type: ignore[no-untyped-def]
+        self.settings = settings
+        self.process = self._spawn()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "psct.cli", "worker"], env=os.environ.copy())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WORKER_POLL_S):
+            if self.process.poll() is None:
+                continue
+            log.error("worker exited (status %s): starting a new one", self.process.returncode)
+            if self.settings.embedded_queue:
+                _resume_jobs(self.settings)
+            self.process = self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        _stop_worker(self.process)
 
 
 def _stop_worker(worker: subprocess.Popen) -> None:

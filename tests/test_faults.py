@@ -1,0 +1,188 @@
+"""Fault injection (issue 7): kill -9 at seeded random moments while pairs flow in by DICOM and REST.
+
+Victims: `psct serve` itself (listener and gateway share its process; it is started again) and its
+worker (serve starts a new one). Senders behave like a PACS and a script: they retry whatever was not
+acknowledged. Afterwards every pair has exactly one complete CT series at the receiver (DCMTK
+storescp) and one succeeded job. `make test` runs PSCT_FAULT_RUNS=2 per victim; the full sweep is
+`PSCT_FAULT_RUNS=20 .venv/bin/pytest tests/test_faults.py` (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from service.settings import PHYSICS_BASELINE
+from service.store import SUCCEEDED
+from tests.conftest import (
+    START_TIMEOUT_S,
+    PairFiles,
+    free_port,
+    http_json,
+    start_psct,
+    start_storescp,
+    stop_process,
+    wait_for,
+)
+
+RUNS = int(os.environ.get("PSCT_FAULT_RUNS", "2"))
+VICTIMS = ("serve", "worker")
+DICOM_PAIRS, REST_PAIRS = 2, 1
+SEED = 7_000
+SLICES = 160  # instances in every series (the serving grid's axial slices)
+DONE_TIMEOUT_S = 240.0
+
+
+def _new_pair(pair_files: PairFiles, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
+    """The test pair as a new study: new study, series and instance UIDs, same pixels."""
+    study = generate_uid(entropy_srcs=[str(rng.integers(2**62))])
+    views = []
+    for path in (pair_files.pa, pair_files.lateral):
+        ds = copy.deepcopy(dcmread(path))
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(rng.integers(2**62))])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+            entropy_srcs=[str(rng.integers(2**62))]
+        )
+        views.append(ds)
+    return views[0], views[1]
+
+
+def _store_until_acknowledged(port: int, ds: Dataset, stop: threading.Event) -> None:
+    """What a PACS does: send again until a success status comes back."""
+    while not stop.is_set():
+        ae = AE(ae_title="FAULTSCU")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", port, ae_title="PSCT")
+        if assoc.is_established:
+            try:
+                reply = assoc.send_c_store(ds)
+                if "Status" in reply and int(reply.Status) == 0:
+                    return
+            finally:
+                if assoc.is_established:
+                    assoc.release()
+        time.sleep(0.3)
+
+
+def _post_until_accepted(base: str, pa: bytes, lateral: bytes, stop: threading.Event, accepted: list[str]) -> None:
+    """What a script does: post again until a 202 comes back (its job id goes to `accepted`)."""
+    while not stop.is_set():
+        try:
+            answer = httpx.post(f"{base}/reconstructions", files={"pa": ("pa.dcm", pa), "lateral": ("l.dcm", lateral)},
+                                timeout=30)  # fmt: skip
+            if answer.status_code == 202:
+                accepted.append(answer.json()["id"])
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+
+
+def _bytes(ds: Dataset) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return http_json(f"{base}/readyz")["ready"]
+    except OSError:
+        return False
+
+
+def _series_by_study(folder: Path) -> dict[str, dict[str, int]]:
+    """{study: {series: instances}} of everything the receiver holds."""
+    found: dict[str, dict[str, int]] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            ds = dcmread(path, stop_before_pixels=True)
+            series = found.setdefault(str(ds.StudyInstanceUID), {})
+            series[str(ds.SeriesInstanceUID)] = series.get(str(ds.SeriesInstanceUID), 0) + 1
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", VICTIMS)
+def test_kill_9_loses_nothing_acknowledged(victim: str, pair_files: PairFiles, tmp_path: Path) -> None:
+    rng = np.random.default_rng([SEED, VICTIMS.index(victim)])
+    for run in range(RUNS):
+        _one_run(victim, run, rng, pair_files, tmp_path / f"run{run}")
+
+
+def _one_run(victim: str, run: int, rng: np.random.Generator, pair_files: PairFiles, folder: Path) -> None:
+    receiver_port, http_port, dicom_port = free_port(), free_port(), free_port()
+    received = folder / "received"
+    receiver = start_storescp(received, "FAULTRX", receiver_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSCT_")}
+    env.update(PSCT_HOME=str(folder / "home"), PSCT_HTTP_PORT=str(http_port),
+               PSCT_DICOM_PORT=str(dicom_port), PSCT_DESTINATIONS=f"FAULTRX@127.0.0.1:{receiver_port}",
+               PSCT_MODEL_PATH=str(PHYSICS_BASELINE))  # fmt: skip  # the fast model: this is about durability
+    base = f"http://127.0.0.1:{http_port}"
+    serves = [start_psct("serve", env)]
+    stop = threading.Event()
+    try:
+        wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve")
+        pairs = [_new_pair(pair_files, rng) for _ in range(DICOM_PAIRS + REST_PAIRS)]
+        senders = [threading.Thread(target=_store_until_acknowledged, args=(dicom_port, ds, stop))
+                   for pa, lateral in pairs[:DICOM_PAIRS] for ds in (pa, lateral)]  # fmt: skip
+        accepted: list[str] = []
+        senders += [threading.Thread(target=_post_until_accepted,
+                                     args=(base, _bytes(pa), _bytes(lateral), stop, accepted))
+                    for pa, lateral in pairs[DICOM_PAIRS:]]  # fmt: skip
+        for sender in senders:
+            sender.start()
+        time.sleep(float(rng.uniform(0.2, 6.0)))  # somewhere in receiving, pairing, reconstructing, sending
+        if victim == "serve":
+            serves[-1].send_signal(signal.SIGKILL)
+            serves[-1].wait()
+            serves.append(start_psct("serve", env))  # its orphaned worker may still be finishing a job
+        else:
+            worker = subprocess.run(["pgrep", "-P", str(serves[-1].pid)], capture_output=True, text=True)
+            os.kill(int(worker.stdout.split()[0]), signal.SIGKILL)
+        wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve after the kill")
+        for sender in senders:
+            sender.join(START_TIMEOUT_S)
+        assert not any(sender.is_alive() for sender in senders), "a pair was never acknowledged"
+
+        def all_done() -> bool:
+            jobs = http_json(f"{base}/reconstructions")["items"]
+            return len(jobs) >= len(pairs) and all(j["status"] == SUCCEEDED for j in jobs)
+
+        wait_for(all_done, DONE_TIMEOUT_S, f"every job succeeded (run {run}, {victim} killed)")
+        jobs = http_json(f"{base}/reconstructions")["items"]
+        found = _series_by_study(received)
+        # DICOM: one job and one complete series per study, however often the PACS re-sent.
+        for pa, _ in pairs[:DICOM_PAIRS]:
+            study = str(pa.StudyInstanceUID)
+            assert [j["study_instance_uid"] for j in jobs].count(study) == 1, "a DICOM pair has no or two jobs"
+            assert list(found.get(study, {}).values()) == [SLICES], found.get(study)
+        # REST: each 202's job delivered its series once (a 202 lost in the kill makes the retry a
+        # new job, as the contract says every post is).
+        for job_id in accepted:
+            job = http_json(f"{base}/reconstructions/{job_id}")
+            assert job["status"] == SUCCEEDED
+            assert found[job["study_instance_uid"]][job["series_instance_uid"]] == SLICES
+    finally:
+        stop.set()
+        for serve in serves:
+            stop_process(serve, 35)
+            subprocess.run(["pkill", "-9", "-g", str(serve.pid)], check=False)  # an orphaned worker
+        receiver.terminate()
+        receiver.wait()
