@@ -201,8 +201,12 @@ def scp(home: Home = None, dicom_port: DicomPort = None) -> None:
 @app.command()
 def worker(home: Home = None) -> None:
     """A Celery worker: one task at a time, one ONNX session per process."""
-    _settings(home=home)
+    settings = _settings(home=home)
+    from service.store import JobStore
+    from worker.lease import start_sweeper
     from worker.tasks import app as celery
+
+    start_sweeper(JobStore(settings.database), settings)  # jobs of dead workers come back
 
     celery.worker_main(
         ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]

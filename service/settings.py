@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     delivery_attempts: int = Field(5, ge=1)
     delivery_backoff_s: float = Field(2.0, ge=0)
     model_path: Path = DEFAULT_MODEL
+    # A running job's lease (worker/lease.py) expires this long after its last renewal.
+    lease_s: float = Field(60.0, gt=0)
 
     @field_validator("home")
     @classmethod

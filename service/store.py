@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -123,6 +124,17 @@ class AuditEvent(Base):
 
 
 PURGED = "purged"  # audit event: a job's received instances and results were deleted (retention)
+
+
+class Lease(Base):
+    """A worker's claim on the job it runs, renewed while it runs (worker/lease.py): a lease that
+    stops being renewed means its worker died, and the job is queued again."""
+
+    __tablename__ = "leases"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))  # host:pid of the worker
+    renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -270,6 +282,33 @@ class JobStore:
         with self.session() as session:
             query = select(AuditEvent.id).where(AuditEvent.event == PURGED, AuditEvent.job_id == job_id)
             return session.scalar(query.limit(1)) is not None
+
+    # -- leases ---------------------------------------------------------------------------------
+    def hold_lease(self, job_id: str, holder: str) -> None:
+        """Take or renew the lease on `job_id` (a new holder takes over a stale one)."""
+        with self.session() as session:
+            lease = session.get(Lease, job_id)
+            if lease is None:
+                session.add(Lease(job_id=job_id, holder=holder, renewed_at=utcnow()))
+            else:
+                lease.holder, lease.renewed_at = holder, utcnow()
+
+    def drop_lease(self, job_id: str) -> None:
+        with self.session() as session:
+            session.execute(delete(Lease).where(Lease.job_id == job_id))
+
+    def claim_expired_leases(self, cutoff: datetime) -> list[str]:
+        """Jobs whose lease was last renewed before `cutoff`, each returned to one caller only (the
+        delete that wins is the claim), so concurrent sweepers requeue a job once."""
+        claimed = []
+        with self.session() as session:
+            stale = list(session.scalars(select(Lease.job_id).where(Lease.renewed_at < cutoff)))
+        for job_id in stale:
+            with self.session() as session:
+                gone = session.execute(delete(Lease).where(Lease.job_id == job_id, Lease.renewed_at < cutoff))
+                if gone.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(job_id)
+        return claimed
 
     def status_counts(self) -> dict[str, int]:
         with self.session() as session:

@@ -1,9 +1,11 @@
 """Fault injection (issue 7): kill -9 at seeded random moments while pairs flow in by DICOM and REST.
 
-Victims: `psct serve` itself (listener and gateway share its process; it is started again) and its
-worker (serve starts a new one). Senders behave like a PACS and a script: they retry whatever was not
-acknowledged. Afterwards every pair has exactly one complete CT series at the receiver (DCMTK
-storescp) and one succeeded job. `make test` runs PSCT_FAULT_RUNS=2 per victim; the full sweep is
+Victims: `psct serve` itself (listener and gateway share its process; it is started again), its
+worker (serve starts a new one), and in the scaled set-up the separate gateway, listener and worker
+(each started again; a killed worker's job comes back through its expired lease, worker/lease.py).
+Senders behave like a PACS and a script: they retry whatever was not acknowledged. Afterwards every
+pair has exactly one complete CT series at the receiver (DCMTK storescp) and one succeeded job.
+`make test` runs PSCT_FAULT_RUNS=1 per victim; the full sweep is
 `PSCT_FAULT_RUNS=20 .venv/bin/pytest tests/test_faults.py` (docs/reliability.md).
 """
 
@@ -32,14 +34,15 @@ from tests.conftest import (
     PairFiles,
     free_port,
     http_json,
+    port_open,
     start_psct,
     start_storescp,
     stop_process,
     wait_for,
 )
 
-RUNS = int(os.environ.get("PSCT_FAULT_RUNS", "2"))
-VICTIMS = ("serve", "worker")
+RUNS = int(os.environ.get("PSCT_FAULT_RUNS", "1"))
+LEASE_S = 4.0  # a killed worker's job comes back this long after its last lease renewal
 DICOM_PAIRS, REST_PAIRS = 2, 1
 SEED = 7_000
 SLICES = 160  # instances in every series (the serving grid's axial slices)
@@ -118,27 +121,64 @@ def _series_by_study(folder: Path) -> dict[str, dict[str, int]]:
     return found
 
 
+class Deployment:
+    """`psct serve` (listener and gateway in one process, its worker a child it supervises), or the
+    scaled set-up: `psct gateway`, `psct scp` and `psct worker` as separate processes on one
+    PSCT_HOME, each started again after a crash as systemd or Kubernetes would."""
+
+    def __init__(self, scaled: bool, env: dict[str, str]) -> None:
+        self.env, self.started = env, []
+        names = ("gateway", "scp", "worker") if scaled else ("serve",)
+        self.processes = {name: self._start(name) for name in names}
+
+    def _start(self, name: str) -> subprocess.Popen:
+        process = start_psct(name, self.env)
+        self.started.append(process)
+        return process
+
+    def kill(self, victim: str) -> None:
+        if victim == "serve-worker":  # serve's own child: serve notices and starts a new one
+            child = subprocess.run(["pgrep", "-P", str(self.processes["serve"].pid)], capture_output=True, text=True)
+            os.kill(int(child.stdout.split()[0]), signal.SIGKILL)
+            return
+        process = self.processes[victim]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.processes[victim] = self._start(victim)  # a serve's orphaned worker may finish its job
+
+    def stop(self) -> None:
+        for process in self.started:
+            stop_process(process, 35)
+            subprocess.run(["pkill", "-9", "-g", str(process.pid)], check=False)  # orphans
+
+
+# (victim, scaled set-up): serve and its worker; the separate gateway, listener and worker.
+VICTIMS = (("serve", False), ("serve-worker", False), ("gateway", True), ("scp", True), ("worker", True))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("victim", VICTIMS)
-def test_kill_9_loses_nothing_acknowledged(victim: str, pair_files: PairFiles, tmp_path: Path) -> None:
-    rng = np.random.default_rng([SEED, VICTIMS.index(victim)])
+@pytest.mark.parametrize(("victim", "scaled"), VICTIMS)
+def test_kill_9_loses_nothing_acknowledged(victim: str, scaled: bool, pair_files: PairFiles, tmp_path: Path) -> None:
+    rng = np.random.default_rng([SEED, VICTIMS.index((victim, scaled))])
     for run in range(RUNS):
-        _one_run(victim, run, rng, pair_files, tmp_path / f"run{run}")
+        _one_run(victim, scaled, run, rng, pair_files, tmp_path / f"run{run}")
 
 
-def _one_run(victim: str, run: int, rng: np.random.Generator, pair_files: PairFiles, folder: Path) -> None:
+def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair_files: PairFiles,
+             folder: Path) -> None:  # fmt: skip
     receiver_port, http_port, dicom_port = free_port(), free_port(), free_port()
     received = folder / "received"
     receiver = start_storescp(received, "FAULTRX", receiver_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSCT_")}
     env.update(PSCT_HOME=str(folder / "home"), PSCT_HTTP_PORT=str(http_port),
                PSCT_DICOM_PORT=str(dicom_port), PSCT_DESTINATIONS=f"FAULTRX@127.0.0.1:{receiver_port}",
-               PSCT_MODEL_PATH=str(PHYSICS_BASELINE))  # fmt: skip  # the fast model: this is about durability
+               PSCT_MODEL_PATH=str(PHYSICS_BASELINE),  # the fast model: this is about durability
+               PSCT_LEASE_S=str(LEASE_S))  # fmt: skip
     base = f"http://127.0.0.1:{http_port}"
-    serves = [start_psct("serve", env)]
+    deployment = Deployment(scaled, env)
     stop = threading.Event()
     try:
-        wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve")
+        wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct to be ready")
         pairs = [_new_pair(pair_files, rng) for _ in range(DICOM_PAIRS + REST_PAIRS)]
         senders = [threading.Thread(target=_store_until_acknowledged, args=(dicom_port, ds, stop))
                    for pa, lateral in pairs[:DICOM_PAIRS] for ds in (pa, lateral)]  # fmt: skip
@@ -149,14 +189,8 @@ def _one_run(victim: str, run: int, rng: np.random.Generator, pair_files: PairFi
         for sender in senders:
             sender.start()
         time.sleep(float(rng.uniform(0.2, 6.0)))  # somewhere in receiving, pairing, reconstructing, sending
-        if victim == "serve":
-            serves[-1].send_signal(signal.SIGKILL)
-            serves[-1].wait()
-            serves.append(start_psct("serve", env))  # its orphaned worker may still be finishing a job
-        else:
-            worker = subprocess.run(["pgrep", "-P", str(serves[-1].pid)], capture_output=True, text=True)
-            os.kill(int(worker.stdout.split()[0]), signal.SIGKILL)
-        wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve after the kill")
+        deployment.kill(victim)
+        wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct after the kill")
         for sender in senders:
             sender.join(START_TIMEOUT_S)
         assert not any(sender.is_alive() for sender in senders), "a pair was never acknowledged"
@@ -181,8 +215,6 @@ def _one_run(victim: str, run: int, rng: np.random.Generator, pair_files: PairFi
             assert found[job["study_instance_uid"]][job["series_instance_uid"]] == SLICES
     finally:
         stop.set()
-        for serve in serves:
-            stop_process(serve, 35)
-            subprocess.run(["pkill", "-9", "-g", str(serve.pid)], check=False)  # an orphaned worker
+        deployment.stop()
         receiver.terminate()
         receiver.wait()

@@ -7,7 +7,7 @@ from functools import lru_cache
 from service.queue import TASK_RECONSTRUCT, TASK_RESEND, celery_app
 from service.settings import get_settings
 from service.store import JobStore
-from worker import job
+from worker import job, lease
 
 app = celery_app()
 
@@ -19,7 +19,8 @@ def _store() -> JobStore:
 
 @app.task(name=TASK_RECONSTRUCT, acks_late=True)
 def reconstruct(job_id: str) -> None:
-    job.run_reconstruction(job_id, _store(), get_settings())
+    with lease.held(_store(), job_id, get_settings()):
+        job.run_reconstruction(job_id, _store(), get_settings())
 
 
 @app.task(name=TASK_RESEND, acks_late=True)
