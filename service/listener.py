@@ -44,6 +44,9 @@ TRANSFER_SYNTAXES = [
 ERROR_COMMENT_MAX = 64
 # On stop, associations in progress get this long to finish their current request.
 ASSOCIATION_FINISH_S = 5.0
+# Associations served at once (a thread each; pynetdicom's default is 10). Beyond it a peer is
+# rejected as transient (local limit exceeded) and retries, as PACS do.
+MAX_ASSOCIATIONS = 32
 # The pair-timeout sweep runs this often (and at least 4 times per timeout).
 SWEEP_INTERVAL_S = 5.0
 
@@ -132,6 +135,7 @@ class Listener:
             self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
         self.ae.require_calling_aet = settings.allowed_ae_list
+        self.ae.maximum_associations = MAX_ASSOCIATIONS
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.server: ThreadedAssociationServer | None = None
