@@ -5,8 +5,8 @@ worker (serve starts a new one), and in the scaled set-up the separate gateway, 
 (each started again; a killed worker's job comes back through its expired lease, worker/lease.py).
 Senders behave like a PACS and a script: they retry whatever was not acknowledged. Afterwards every
 pair has exactly one complete CT series at the receiver (DCMTK storescp) and one succeeded job.
-`make test` runs PSCT_FAULT_RUNS=1 per victim; the full sweep is
-`PSCT_FAULT_RUNS=20 .venv/bin/pytest tests/test_faults.py` (docs/reliability.md).
+`make test` runs once per victim; the full sweep of 20 runs per victim is
+`.venv/bin/pytest -m sweep tests/test_faults.py` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from tests.conftest import (
     wait_for,
 )
 
-RUNS = int(os.environ.get("PSCT_FAULT_RUNS", "1"))
+SWEEP_RUNS = pytest.param(20, marks=pytest.mark.sweep, id="20-runs")
 LEASE_S = 4.0  # a killed worker's job comes back this long after its last lease renewal
 DICOM_PAIRS, REST_PAIRS = 2, 1
 SEED = 7_000
@@ -157,10 +157,12 @@ VICTIMS = (("serve", False), ("serve-worker", False), ("gateway", True), ("scp",
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("runs", [1, SWEEP_RUNS])
 @pytest.mark.parametrize(("victim", "scaled"), VICTIMS)
-def test_kill_9_loses_nothing_acknowledged(victim: str, scaled: bool, pair_files: PairFiles, tmp_path: Path) -> None:
+def test_kill_9_loses_nothing_acknowledged(victim: str, scaled: bool, runs: int, pair_files: PairFiles,
+                                           tmp_path: Path) -> None:  # fmt: skip
     rng = np.random.default_rng([SEED, VICTIMS.index((victim, scaled))])
-    for run in range(RUNS):
+    for run in range(runs):
         _one_run(victim, scaled, run, rng, pair_files, tmp_path / f"run{run}")
 
 

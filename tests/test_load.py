@@ -2,8 +2,8 @@
 into one `psct serve` on loopback: every one acknowledged, every job completes, nothing lost.
 
 Prints acknowledgement and completion latency (p50/p95) and the peak memory of serve and its
-worker. `make test` runs PSCT_LOAD=4,10 (associations, REST posts); the issue's figure is
-`PSCT_LOAD=20,100 .venv/bin/pytest -s tests/test_load.py` (docs/reliability.md).
+worker. `make test` runs 4 associations and 10 REST posts; the issue's 20 + 100 is
+`.venv/bin/pytest -m sweep -s tests/test_load.py` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from service.store import SUCCEEDED
 from tests.conftest import START_TIMEOUT_S, PairFiles, free_port, http_json, start_psct, stop_process, wait_for
 from tests.test_faults import _bytes, _new_pair, _ready
 
-ASSOCIATIONS, POSTS = (int(n) for n in os.environ.get("PSCT_LOAD", "4,10").split(","))
+SWEEP_LOAD = pytest.param(20, 100, marks=pytest.mark.sweep, id="20-100")
 DONE_TIMEOUT_S = 900.0
 
 
@@ -73,7 +73,9 @@ def _percentiles(values: list[float]) -> str:
 
 
 @pytest.mark.slow
-def test_concurrent_pairs_by_dicom_and_rest_all_complete(pair_files: PairFiles, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("associations", "posts"), [(4, 10), SWEEP_LOAD])
+def test_concurrent_pairs_by_dicom_and_rest_all_complete(associations: int, posts: int, pair_files: PairFiles,
+                                                         tmp_path: Path) -> None:  # fmt: skip
     http_port, dicom_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSCT_")}
     env.update(PSCT_HOME=str(tmp_path / "home"), PSCT_HTTP_PORT=str(http_port), PSCT_DICOM_PORT=str(dicom_port),
@@ -83,13 +85,13 @@ def test_concurrent_pairs_by_dicom_and_rest_all_complete(pair_files: PairFiles, 
     try:
         wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve")
         rng = np.random.default_rng(11)
-        pairs = [_new_pair(pair_files, rng) for _ in range(ASSOCIATIONS + POSTS)]
+        pairs = [_new_pair(pair_files, rng) for _ in range(associations + posts)]
         acks: list[float] = []
         failures: list[str] = []
         threads = [threading.Thread(target=_pair_by_dicom, args=(dicom_port, pa, lat, acks, failures))
-                   for pa, lat in pairs[:ASSOCIATIONS]]  # fmt: skip
+                   for pa, lat in pairs[:associations]]  # fmt: skip
         threads += [threading.Thread(target=_pair_by_rest, args=(base, _bytes(pa), _bytes(lat), acks, failures))
-                    for pa, lat in pairs[ASSOCIATIONS:]]  # fmt: skip
+                    for pa, lat in pairs[associations:]]  # fmt: skip
         start = time.perf_counter()
         for thread in threads:  # all at once
             thread.start()
@@ -108,7 +110,7 @@ def test_concurrent_pairs_by_dicom_and_rest_all_complete(pair_files: PairFiles, 
         worker = subprocess.run(["pgrep", "-P", str(serve.pid)], capture_output=True, text=True).stdout.split()
         queued_to_done = [(datetime.fromisoformat(j["finished_at"]) - datetime.fromisoformat(j["created_at"]))
                           .total_seconds() for j in jobs]  # fmt: skip
-        print(f"\n{ASSOCIATIONS} associations + {POSTS} REST posts at once: acknowledged {_percentiles(acks)}; "
+        print(f"\n{associations} associations + {posts} REST posts at once: acknowledged {_percentiles(acks)}; "
               f"job created -> succeeded {_percentiles(queued_to_done)}; all {len(jobs)} jobs done in "
               f"{total_s:.0f} s ({len(jobs) / total_s * 60:.1f} per minute); "
               f"peak memory serve {_peak_rss_mib(serve.pid):.0f} MiB, worker "

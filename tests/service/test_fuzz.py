@@ -3,14 +3,13 @@
 Through the reading path (parse, intake checks, decoding and geometry as the worker does them):
 zero crashes, each refusal a message naming the problem. A sample goes through the real REST gateway
 (never a 5xx) and the real DICOM listener (a status for every C-STORE, a comment on every refusal,
-the listener still answering). CI runs PSCT_FUZZ_CASES=400 by default; the full sweep is
-`PSCT_FUZZ_CASES=10000 .venv/bin/pytest tests/service/test_fuzz.py` (docs/reliability.md).
+the listener still answering). `make test` runs 400 cases; the full sweep of 10,000 is
+`.venv/bin/pytest -m sweep tests/service/test_fuzz.py` (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from tests.conftest import PairFiles
 from tests.service.mutations import mutate
 from tests.service.test_listener import Running, echoscu
 
-CASES = int(os.environ.get("PSCT_FUZZ_CASES", "400"))
+SWEEP_CASES = pytest.param(10_000, marks=pytest.mark.sweep, id="10000")
 SAMPLE = 30  # mutated files sent through each of REST and DICOM
 SEED = 20261125
 
@@ -71,9 +70,10 @@ def test_the_originals_are_accepted(originals: list[bytes]) -> None:
     assert [read_path(data) for data in originals] == [None] * len(originals)
 
 
-def test_mutated_files_never_crash_the_reading_path(originals: list[bytes]) -> None:
+@pytest.mark.parametrize("cases", [400, SWEEP_CASES])
+def test_mutated_files_never_crash_the_reading_path(originals: list[bytes], cases: int) -> None:
     # The originals stay out of hypothesis's arguments: a failure report prints the case, not 4 MB.
-    @settings(max_examples=CASES, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=cases, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(index=st.integers(min_value=0, max_value=len(originals) - 1), rnd=st.randoms(use_true_random=False))
     def case(index: int, rnd: random.Random) -> None:
