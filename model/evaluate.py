@@ -113,9 +113,7 @@ def score(predicted: np.ndarray, case: Case) -> dict[str, float]:
         "bone_dice": metrics.dice(bone_p, bone_t),
     }
     try:
-        ab, ba = metrics.surface_distances_mm(bone_p, bone_t, VOXEL_MM)
-        out["assd_mm"] = float((ab.sum() + ba.sum()) / (len(ab) + len(ba)))
-        out["hd95_mm"] = float(max(np.percentile(ab, 95), np.percentile(ba, 95)))
+        out["assd_mm"], out["hd95_mm"] = metrics.assd_and_hd95_mm(bone_p, bone_t, VOXEL_MM)
     except ValueError:  # no bone predicted at all: the distances are undefined, say so
         out["assd_mm"] = out["hd95_mm"] = float("nan")
     icv_t = case.truth["icv_ml"]

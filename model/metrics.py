@@ -67,16 +67,20 @@ def surface_distances_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> tuple
     return to_b[surface_a], to_a[surface_b]
 
 
-def assd_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
-    """Average symmetric surface distance: the mean over both surfaces' distances to the other."""
+def assd_and_hd95_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> tuple[float, float]:
+    """Average symmetric surface distance (the mean over both surfaces' distances to the other) and
+    95th-percentile Hausdorff distance (the larger directed 95th percentile), from one pair of
+    distance transforms."""
     ab, ba = surface_distances_mm(a, b, voxel_mm)
-    return float((ab.sum() + ba.sum()) / (len(ab) + len(ba)))
+    return float((ab.sum() + ba.sum()) / (len(ab) + len(ba))), float(max(np.percentile(ab, 95), np.percentile(ba, 95)))
+
+
+def assd_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
+    return assd_and_hd95_mm(a, b, voxel_mm)[0]
 
 
 def hd95_mm(a: np.ndarray, b: np.ndarray, voxel_mm: float) -> float:
-    """95th-percentile Hausdorff distance: the larger of the two directed 95th percentiles."""
-    ab, ba = surface_distances_mm(a, b, voxel_mm)
-    return float(max(np.percentile(ab, 95), np.percentile(ba, 95)))
+    return assd_and_hd95_mm(a, b, voxel_mm)[1]
 
 
 # Measurements on HU volumes, so a reconstruction and its truth are measured the same way.
