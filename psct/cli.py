@@ -29,18 +29,37 @@ WORKER_POLL_S = 1.0  # how often `psct serve` checks that its worker is alive
 WORKER_STOP_GRACE_S = 20.0
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(settings, role: str) -> None:  # type: ignore[no-untyped-def]
+    from service.logs import configure
+
+    configure(settings.log_format, role)
+
+
+def _guard_model(settings) -> None:  # type: ignore[no-untyped-def]
+    """Refuse to start on a missing or altered model file (sha256 against its sidecar)."""
+    from service.readiness import model_check
+
+    verdict = model_check(settings)
+    if verdict != "ok":
+        typer.echo(f"refusing to start: PSCT_MODEL_PATH {settings.model_path}: {verdict}", err=True)
+        raise typer.Exit(2)
 
 
 def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
     from service.settings import get_settings
 
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"PSCT_{key.upper()}"] = str(value)
     get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"PSCT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"bad settings: {problems}", err=True)
+        raise typer.Exit(2) from None
     settings.home.mkdir(parents=True, exist_ok=True)
     return settings
 
@@ -117,9 +136,10 @@ Home = Annotated[Path | None, typer.Option(help="data folder (PSCT_HOME)")]
 @app.command()
 def serve(home: Home = None, http_host: Host = None, http_port: Port = None, dicom_port: DicomPort = None) -> None:
     """All in one: REST gateway, DICOM listener and a worker, embedded queue and store under PSCT_HOME."""
-    _logging()
     settings = _settings(home=home, http_host=http_host, http_port=http_port, dicom_port=dicom_port)
+    _logging(settings, "serve")
     _guard_binding(settings)
+    _guard_model(settings)
     if settings.embedded_queue:
         _resume_jobs(settings)
     worker = _SupervisedWorker(settings)
@@ -178,18 +198,28 @@ def _stop_worker(worker: subprocess.Popen) -> None:
 @app.command()
 def gateway(home: Home = None, http_host: Host = None, http_port: Port = None) -> None:
     """The REST gateway alone (scale-out on a shared broker and store)."""
-    _logging()
     settings = _settings(home=home, http_host=http_host, http_port=http_port)
+    _logging(settings, "gateway")
     _guard_binding(settings)
     _run_gateway(settings)
 
 
+MetricsPort = Annotated[
+    int | None, typer.Option(help="port of this process's /metrics, /healthz, /readyz; 0: none (PSCT_METRICS_PORT)")
+]
+
+
 @app.command()
-def scp(home: Home = None, dicom_port: DicomPort = None) -> None:
+def scp(home: Home = None, dicom_port: DicomPort = None, metrics_port: MetricsPort = None) -> None:
     """The DICOM listener alone."""
-    _logging()
-    settings = _settings(home=home, dicom_port=dicom_port)
+    settings = _settings(home=home, dicom_port=dicom_port, metrics_port=metrics_port)
+    _logging(settings, "scp")
     listener = _listener(settings)
+    if settings.metrics_port:
+        from service import metrics_server
+        from service.readiness import listener_checks
+
+        metrics_server.serve(settings.metrics_host, settings.metrics_port, lambda: listener_checks(settings))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -199,18 +229,33 @@ def scp(home: Home = None, dicom_port: DicomPort = None) -> None:
 
 
 @app.command()
-def worker(home: Home = None) -> None:
-    """A Celery worker: one task at a time, one ONNX session per process."""
-    settings = _settings(home=home)
+def worker(home: Home = None, metrics_port: MetricsPort = None) -> None:
+    """A Celery worker: one task at a time (solo pool: one per GPU), one ONNX session per process."""
+    settings = _settings(home=home, metrics_port=metrics_port)
+    _logging(settings, "worker")
+    from celery import signals
+
     from service.store import JobStore
-    from worker.lease import start_sweeper
+    from worker import startup
+    from worker.lease import holder, start_sweeper
+    from worker.runtime import ModelFileError
     from worker.tasks import app as celery
 
-    start_sweeper(JobStore(settings.database), settings)  # jobs of dead workers come back
-
+    store = JobStore(settings.database)
+    try:
+        startup.start(settings, store)  # the model loads (sha256 checked) before any message is taken
+    except ModelFileError as exc:
+        typer.echo(f"refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from None
+    start_sweeper(store, settings)  # jobs of dead workers come back
+    # Our logging stays: a receiver of setup_logging stops Celery from configuring its own.
+    signals.setup_logging.connect(lambda **_: None, weak=False)
+    signals.worker_shutdown.connect(lambda **_: store.forget_worker(holder()), weak=False)
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner amid JSON lines
     celery.worker_main(
-        ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    )
+        ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         *quiet]
+    )  # fmt: skip
 
 
 @app.command()

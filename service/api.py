@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from service import files, metrics
 from service.errors import InputError
 from service.intake import Radiograph, check_pair, inspect, parse
-from service.queue import enqueue_reconstruction, enqueue_resend, ping_broker
-from service.readiness import model_check
+from service.queue import enqueue_reconstruction, enqueue_resend, queue_depth
+from service.readiness import model_check, shared_checks
 from service.settings import Settings, get_settings
 from service.store import SUCCEEDED, Job, JobStore, aware, new_job_id
 from service.upload import UploadTooLarge, receive_files
@@ -41,6 +41,8 @@ def store_for(url: str) -> JobStore:
 def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> JobStore:
     store = store_for(settings.database)
     metrics.JOBS.counts = store.status_counts
+    metrics.JOBS.queue_depth = queue_depth
+    metrics.JOBS.live_workers = lambda: len(store.live_workers())
     return store
 
 
@@ -270,11 +272,18 @@ def create_app() -> FastAPI:
 
     @app.get("/readyz", responses={503: {"description": "not ready: `checks` says which part failed"}})
     def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
-        checks = {"model": model_check(settings), "store": _check(store.ping), "queue": _check(ping_broker)}
-        low = files.low_disk(settings.home, settings.min_free_mb)
-        checks["disk"] = "ok" if low is None else f"failed: {low}"
+        """Ready when the model file is intact, store and broker answer and the disk has room. The
+        live workers are listed but do not gate it: while workers restart, uploads are still taken
+        and stay queued (each worker's own /readyz reports its loaded model)."""
+        checks = {"model": model_check(settings), **shared_checks(settings, store)}
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        try:
+            workers = [{"worker": w.holder, "model": w.model, "provider": w.provider, "metrics_port": w.metrics_port}
+                       for w in store.live_workers()]  # fmt: skip
+        except Exception:  # the store is down: `checks` already says so
+            workers = []
+        body = {"ready": ready, "checks": checks, "workers": workers}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", dependencies=secured, response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {}}}, **_errors(401)})  # fmt: skip
@@ -310,11 +319,3 @@ def _enqueue(send: Callable[[str], None], job_id: str) -> None:
         send(job_id)
     except Exception:
         log.exception("could not queue job %s; it stays queued in the store", job_id)
-
-
-def _check(probe: Callable[[], object]) -> str:
-    try:
-        probe()
-    except Exception as exc:
-        return f"failed: {type(exc).__name__}: {exc}"
-    return "ok"

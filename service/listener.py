@@ -28,7 +28,7 @@ from service.intake import inspect
 from service.pairing import Arrival, expire_half_pairs, register
 from service.retention import RETENTION_SWEEP_S, purge
 from service.settings import Settings
-from service.store import JobStore
+from service.store import ASSOCIATION, JobStore
 from service.tls import listener_context
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,20 @@ def on_store(event: Event, settings: Settings, store: JobStore, enqueue: Callabl
     return StoreStatus.SUCCESS
 
 
+def _record_association(store: JobStore, outcome: str, reason: str, calling_ae: str | None, peer: str) -> None:
+    """Count it and put it in the audit table; an audit write that fails never blocks the peer."""
+    metrics.ASSOCIATIONS.labels(outcome, reason).inc()
+    try:
+        store.audit(ASSOCIATION, None, {"outcome": outcome, "reason": reason, "calling_ae": calling_ae, "peer": peer})
+    except Exception:
+        log.exception("audit of an association from %s failed", peer)
+
+
 class AllowlistServer(ThreadedAssociationServer):
     """Refuses TCP connections from peers outside PSCT_ALLOWED_HOSTS before any association."""
 
     allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    store: JobStore | None = None
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         if not self.allowed:
@@ -117,14 +127,27 @@ class AllowlistServer(ThreadedAssociationServer):
             return False
         if any(address in network for network in self.allowed):
             return True
-        metrics.REJECTED_ASSOCIATIONS.labels("host").inc()
         log.warning("connection from %s refused: not in PSCT_ALLOWED_HOSTS", client_address[0])
+        if self.store is not None:
+            _record_association(self.store, "rejected", "host", None, str(client_address[0]))
         return False
 
 
-def _on_rejected(event: Event) -> None:
-    metrics.REJECTED_ASSOCIATIONS.labels("ae_title").inc()
-    log.warning("association from %s refused", event.assoc.requestor.ae_title)
+def _on_accepted(event: Event, store: JobStore) -> None:
+    requestor = event.assoc.requestor
+    _record_association(store, "accepted", "", requestor.ae_title, str(requestor.address))
+
+
+def _on_rejected(event: Event, settings: Settings, store: JobStore) -> None:
+    requestor, allowed = event.assoc.requestor, settings.allowed_ae_list
+    if allowed and requestor.ae_title not in allowed:
+        reason = "ae_title"
+    elif len(event.assoc.ae.active_associations) >= MAX_ASSOCIATIONS:
+        reason = "busy"
+    else:
+        reason = "other"
+    log.warning("association from %s (%s) refused: %s", requestor.ae_title, requestor.address, reason)
+    _record_association(store, "rejected", reason, requestor.ae_title, str(requestor.address))
 
 
 class Listener:
@@ -143,9 +166,12 @@ class Listener:
     def start(self) -> None:
         handlers: list[Any] = [
             (evt.EVT_C_STORE, on_store, [self.settings, self.store, self.enqueue]),
-            (evt.EVT_REJECTED, _on_rejected),
+            (evt.EVT_ACCEPTED, _on_accepted, [self.store]),
+            (evt.EVT_REJECTED, _on_rejected, [self.settings, self.store]),
         ]
-        server_class = type("Server", (AllowlistServer,), {"allowed": self.settings.allowed_networks})
+        server_class = type(
+            "Server", (AllowlistServer,), {"allowed": self.settings.allowed_networks, "store": self.store}
+        )
         server = self.ae.make_server(
             (self.settings.dicom_host, self.settings.dicom_port),
             evt_handlers=handlers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,15 @@ class Settings(BaseSettings):
     model_path: Path = DEFAULT_MODEL
     # A running job's lease (worker/lease.py) expires this long after its last renewal.
     lease_s: float = Field(60.0, gt=0)
+    # A separate listener's or worker's /metrics, /healthz, /readyz (service/metrics_server.py); 0: none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    # `json`: one JSON object per log line with the job id (service/logs.py); `text` for a terminal.
+    log_format: Literal["text", "json"] = "text"
+    # The CUDA device a worker runs on (one solo worker per GPU); ignored on CPU.
+    cuda_device: int = Field(0, ge=0)
+    # Redis redelivers a message a worker took but did not acknowledge after this long (service/queue.py).
+    visibility_timeout_s: float = Field(3600.0, gt=0)
 
     @field_validator("home")
     @classmethod

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,13 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
-PURGED = "purged"  # audit event: a job's received instances and results were deleted (retention)
+# Audit events. `detail` is JSON; it never holds patient names or IDs (UIDs, AE titles and peer
+# addresses are not patient data).
+PURGED = "purged"  # a job's received instances and results were deleted (retention)
+ASSOCIATION = "association"  # a DICOM association accepted or refused: calling AE, peer, reason
+JOB_CREATED = "job_created"  # a job entered the store: source, study, initial status
+JOB_FINISHED = "job_finished"  # a job ended: status, error, series
+EXPORT = "export"  # one C-STORE delivery attempt of a series: destination, outcome, status
 
 
 class Lease(Base):
@@ -135,6 +141,23 @@ class Lease(Base):
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))  # host:pid of the worker
     renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+HEARTBEAT_S = 10.0  # how often a worker records that it is alive (worker/startup.py)
+WORKER_STALE_S = 3 * HEARTBEAT_S  # a worker unheard of this long counts as gone (two beats missed)
+
+
+class Worker(Base):
+    """A worker process's heartbeat: what it loaded and when it was last seen (worker/startup.py)."""
+
+    __tablename__ = "workers"
+
+    holder: Mapped[str] = mapped_column(String(64), primary_key=True)  # host:pid
+    model: Mapped[str] = mapped_column(String(128))  # sidecar name and version
+    provider: Mapped[str] = mapped_column(String(64))  # ONNX Runtime execution provider in use
+    metrics_port: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -168,7 +191,9 @@ def engine_for(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
-    Base.metadata.create_all(engine)
+    from service.migrate import upgrade  # the migrations import this module's models
+
+    upgrade(engine)
     return engine
 
 
@@ -218,6 +243,8 @@ class JobStore:
         )
         job.destinations = [Delivery(destination=d, state=PENDING, attempts=0) for d in destinations]
         session.add(job)
+        detail = {"source": source, "study_instance_uid": study_uid, "status": status, "error": error}
+        session.add(AuditEvent(at=now, event=JOB_CREATED, job_id=job.id, detail=json.dumps(detail)))
         session.flush()
         return job
 
@@ -256,9 +283,10 @@ class JobStore:
             return list(session.scalars(select(Job.id).where(Job.status.in_([QUEUED, RUNNING]))))
 
     # -- retention and audit ------------------------------------------------------------------
-    def audit(self, event: str, job_id: str | None, detail: str) -> None:
+    def audit(self, event: str, job_id: str | None, detail: str | dict[str, object]) -> None:
+        text_detail = detail if isinstance(detail, str) else json.dumps(detail)
         with self.session() as session:
-            session.add(AuditEvent(at=utcnow(), event=event, job_id=job_id, detail=detail))
+            session.add(AuditEvent(at=utcnow(), event=event, job_id=job_id, detail=text_detail))
 
     def audit_events(self, event: str | None = None) -> list[AuditEvent]:
         with self.session() as session:
@@ -309,6 +337,25 @@ class JobStore:
                 if gone.rowcount == 1:  # type: ignore[attr-defined]
                     claimed.append(job_id)
         return claimed
+
+    # -- worker heartbeats ------------------------------------------------------------------------
+    def beat(self, holder: str, model: str, provider: str, metrics_port: int | None, started_at: datetime) -> None:
+        with self.session() as session:
+            worker = session.get(Worker, holder)
+            if worker is None:
+                worker = Worker(holder=holder, started_at=started_at)
+                session.add(worker)
+            worker.model, worker.provider, worker.metrics_port, worker.seen_at = model, provider, metrics_port, utcnow()
+
+    def live_workers(self) -> list[Worker]:
+        """Workers heard from within WORKER_STALE_S."""
+        cutoff = utcnow() - timedelta(seconds=WORKER_STALE_S)
+        with self.session() as session:
+            return list(session.scalars(select(Worker).where(Worker.seen_at >= cutoff).order_by(Worker.holder)))
+
+    def forget_worker(self, holder: str) -> None:
+        with self.session() as session:
+            session.execute(delete(Worker).where(Worker.holder == holder))
 
     def status_counts(self) -> dict[str, int]:
         with self.session() as session:

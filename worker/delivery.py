@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
+from service import metrics
 from service.dicom_status import SUCCESS_OR_WARNING, describe
 from service.settings import Destination
 from worker.ct_series import CT_IMAGE_STORAGE
@@ -31,9 +32,13 @@ def _no_delay(event: Event) -> None:
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
 
 
+# Outcomes of one delivery attempt, the `outcome` label of psct_exports.
+SENT, NO_ASSOCIATION, STORE_REFUSED, NETWORK_ERROR = "sent", "no_association", "store_refused", "network_error"
+
+
 def send_once(paths: list[Path], destination: Destination, calling_ae: str,
-              tls: ssl.SSLContext | None = None) -> tuple[bool, str]:  # fmt: skip
-    """(all stored, last status text) for one association carrying every instance."""
+              tls: ssl.SSLContext | None = None) -> tuple[str, str]:  # fmt: skip
+    """(outcome, last status text) for one association carrying every instance."""
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = ACSE_TIMEOUT_S, DIMSE_TIMEOUT_S, DIMSE_TIMEOUT_S
     ae.add_requested_context(CT_IMAGE_STORAGE, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
@@ -42,16 +47,16 @@ def send_once(paths: list[Path], destination: Destination, calling_ae: str,
                          evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay)])  # fmt: skip
     if not assoc.is_established:
         reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-        return False, f"association {reason}"
+        return NO_ASSOCIATION, f"association {reason}"
     try:
         for path in paths:
             status = assoc.send_c_store(path)
             code = int(status.Status) if "Status" in status else None
             if code is None:
-                return False, "no C-STORE response (timeout or abort)"
+                return NETWORK_ERROR, "no C-STORE response (timeout or abort)"
             if code not in SUCCESS_OR_WARNING:
-                return False, f"C-STORE status {describe(code)}"
-        return True, describe(0)
+                return STORE_REFUSED, f"C-STORE status {describe(code)}"
+        return SENT, describe(0)
     finally:
         if assoc.is_established:
             assoc.release()
@@ -69,9 +74,11 @@ def deliver(
     """Try up to `attempts` times, sleeping backoff_s * 2**k between tries; report each attempt."""
     for attempt in range(1, attempts + 1):
         try:
-            ok, status = send_once(paths, destination, calling_ae, tls)
+            outcome, status = send_once(paths, destination, calling_ae, tls)
         except (OSError, RuntimeError) as exc:
-            ok, status = False, f"{type(exc).__name__}: {exc}"
+            outcome, status = NETWORK_ERROR, f"{type(exc).__name__}: {exc}"
+        metrics.EXPORTS.labels(str(destination), outcome).inc()
+        ok = outcome == SENT
         on_attempt(attempt, ok, status)
         if ok:
             return True

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,9 +15,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from model.errors import ModelInputError
-from service import files
+from service import files, metrics
 from service.settings import Destination, Settings
-from service.store import FAILED, PENDING, RUNNING, SENT, SUCCEEDED, JobStore, utcnow
+from service.store import EXPORT, FAILED, JOB_FINISHED, PENDING, RUNNING, SENT, SUCCEEDED, JobStore, aware, utcnow
 from service.tls import export_context
 from worker import delivery
 from worker.ct_series import SeriesUids, ct_series
@@ -25,6 +28,16 @@ from worker.runtime import ModelRuntime, cached
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Time one stage of a job into psct_stage_seconds{stage=name}."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.STAGE_SECONDS.labels(name).observe(time.perf_counter() - start)
+
+
 def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None:
     job = store.get(job_id)
     if job is None:
@@ -33,13 +46,18 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
     if job.status in (SUCCEEDED, FAILED):
         log.info("job %s already %s; redelivered message ignored", job_id, job.status)
         return
-    store.update(job_id, status=RUNNING, started_at=utcnow(), progress=0.05, error=None)
+    started_at = utcnow()
+    store.update(job_id, status=RUNNING, started_at=started_at, progress=0.05, error=None)
+    created_at = aware(job.created_at) or started_at
+    metrics.QUEUE_WAIT_SECONDS.observe(max(0.0, (started_at - created_at).total_seconds()))
     try:
-        runtime = cached(settings.model_path)
+        runtime = cached(settings.model_path, settings.cuda_device)
+        # dcmread is lazy: the pixels are decoded in the pipeline's "decode" stage.
         pa = dcmread(settings.home / str(job.pa_path))
         lateral = dcmread(settings.home / str(job.lateral_path))
-        volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p))
-        write_outputs(job_id, volume, pa, lateral, runtime, settings)
+        volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p), stage)
+        with stage("encode"):
+            write_outputs(job_id, volume, pa, lateral, runtime, settings)
         store.update(
             job_id,
             progress=0.8,
@@ -86,17 +104,23 @@ def deliver_job(job_id: str, store: JobStore, settings: Settings) -> None:
             attempt: int, ok: bool, status: str, name: str = row.destination, base: int = attempts_before
         ) -> None:
             store.set_delivery(job_id, name, attempts=base + attempt, last_status=status, state=SENT if ok else PENDING)
+            detail = {"destination": name, "attempt": base + attempt, "sent": ok, "status": status,
+                      "instances": len(paths)}  # fmt: skip
+            store.audit(EXPORT, job_id, detail)
 
-        if not delivery.deliver(
-            paths, destination, settings.ae_title, settings.delivery_attempts, settings.delivery_backoff_s, record,
-            export_context(settings),
-        ):  # fmt: skip
+        with stage("send"):
+            sent = delivery.deliver(
+                paths, destination, settings.ae_title, settings.delivery_attempts, settings.delivery_backoff_s,
+                record, export_context(settings),
+            )  # fmt: skip
+        if not sent:
             store.set_delivery(job_id, row.destination, state=FAILED)
             failures.append(row.destination)
     if failures:
         _fail(store, job_id, f"delivery failed to {', '.join(failures)} after {settings.delivery_attempts} attempts")
     else:
         store.update(job_id, status=SUCCEEDED, progress=1.0, finished_at=utcnow(), error=None)
+        _finished(store, job_id, SUCCEEDED, None)
 
 
 def resend(job_id: str, store: JobStore, settings: Settings) -> None:
@@ -114,3 +138,11 @@ def resend(job_id: str, store: JobStore, settings: Settings) -> None:
 def _fail(store: JobStore, job_id: str, message: str) -> None:
     log.warning("job %s failed: %s", job_id, message)
     store.update(job_id, status=FAILED, finished_at=utcnow(), error=message)
+    _finished(store, job_id, FAILED, message)
+
+
+def _finished(store: JobStore, job_id: str, status: str, error: str | None) -> None:
+    metrics.JOBS_DONE.labels(status).inc()
+    job = store.get(job_id)
+    store.audit(JOB_FINISHED, job_id, {"status": status, "error": error,
+                                       "series_instance_uid": job.series_instance_uid if job else None})  # fmt: skip

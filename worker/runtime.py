@@ -35,6 +35,10 @@ class ModelRuntime:
         return float(self.sidecar["output_grid"]["voxel_mm"])
 
     @property
+    def provider(self) -> str:
+        return str(self.session.get_providers()[0])
+
+    @property
     def label(self) -> str:
         return f"{self.sidecar['name']} {self.sidecar['version']}"
 
@@ -44,13 +48,16 @@ class ModelRuntime:
         return np.asarray(output[0, 0], dtype=np.float32)
 
 
-def providers() -> list[str]:
-    """CUDA when this onnxruntime build and machine offer it, else CPU."""
+def providers(cuda_device: int = 0) -> list[str | tuple[str, dict[str, str]]]:
+    """CUDA device `cuda_device` when this onnxruntime build (onnxruntime-gpu) offers CUDA, then CPU."""
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    chosen: list[str | tuple[str, dict[str, str]]] = []
+    if "CUDAExecutionProvider" in available:
+        chosen.append(("CUDAExecutionProvider", {"device_id": str(cuda_device)}))
+    return [*chosen, "CPUExecutionProvider"]
 
 
-def load(path: Path) -> ModelRuntime:
+def load(path: Path, cuda_device: int = 0) -> ModelRuntime:
     sidecar_path = path.with_suffix(".json")
     if not path.is_file() or not sidecar_path.is_file():
         raise ModelFileError(f"model {path} or its sidecar {sidecar_path.name} is missing")
@@ -62,12 +69,13 @@ def load(path: Path) -> ModelRuntime:
     # to CPU: expected on CPU-only hosts, so keep only errors that stop the load.
     ort.set_default_logger_severity(4)
     options = ort.SessionOptions()
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers())
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers(cuda_device))
     log.info("loaded %s %s on %s", sidecar["name"], sidecar["version"], session.get_providers()[0])
     return ModelRuntime(session, sidecar, path)
 
 
 @lru_cache(maxsize=2)
-def cached(path: Path) -> ModelRuntime:
-    """The process's session for `path`: loaded once, reused by every task."""
-    return load(path)
+def cached(path: Path, cuda_device: int = 0) -> ModelRuntime:
+    """The process's session for `path`: loaded once (after any fork: Celery's solo pool runs tasks
+    in the worker process itself), reused by every task."""
+    return load(path, cuda_device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from service.logs import job_context
 from service.queue import TASK_RECONSTRUCT, TASK_RESEND, celery_app
 from service.settings import get_settings
 from service.store import JobStore
@@ -19,10 +20,11 @@ def _store() -> JobStore:
 
 @app.task(name=TASK_RECONSTRUCT, acks_late=True)
 def reconstruct(job_id: str) -> None:
-    with lease.held(_store(), job_id, get_settings()):
+    with job_context(job_id), lease.held(_store(), job_id, get_settings()):
         job.run_reconstruction(job_id, _store(), get_settings())
 
 
 @app.task(name=TASK_RESEND, acks_late=True)
 def resend(job_id: str) -> None:
-    job.resend(job_id, _store(), get_settings())
+    with job_context(job_id):
+        job.resend(job_id, _store(), get_settings())

@@ -22,7 +22,7 @@ from service.tls import export_context, listener_context
 from tests.conftest import PairFiles, apply_env, free_port, require
 from tests.service.test_listener import Running
 from worker.ct_series import CT_IMAGE_STORAGE
-from worker.delivery import send_once
+from worker.delivery import SENT, send_once
 
 
 def _openssl(*args: str) -> None:
@@ -134,11 +134,11 @@ def test_export_over_tls_reaches_a_pacs_that_requires_it(
         destination = Destination(f"TLSPACS@127.0.0.1:{port}")
         apply_env({**_tls_env(pki), "PSCT_TLS_CERT": str(pki["client"][0]), "PSCT_TLS_KEY": str(pki["client"][1]),
                    "PSCT_TLS_EXPORT": "1"}, monkeypatch)  # fmt: skip
-        ok, status = send_once([ct], destination, "PSCT", export_context(get_settings()))
-        assert ok, status
+        outcome, status = send_once([ct], destination, "PSCT", export_context(get_settings()))
+        assert outcome == SENT, status
         assert len(received) == 1
-        ok, _ = send_once([ct], destination, "PSCT", None)  # in the clear: refused by the PACS
-        assert not ok and len(received) == 1
+        outcome, _ = send_once([ct], destination, "PSCT", None)  # in the clear: refused by the PACS
+        assert outcome != SENT and len(received) == 1
     finally:
         receiver.shutdown()
 
