@@ -109,7 +109,9 @@ def _run_gateway(settings) -> None:  # type: ignore[no-untyped-def]
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    server = Server(uvicorn.Config(create_app(), host=settings.http_host, port=settings.http_port, log_level="info"))
+    # log_config=None: uvicorn's records go through our handler (JSON when PSCT_LOG_FORMAT=json).
+    config = uvicorn.Config(create_app(), host=settings.http_host, port=settings.http_port, log_config=None)
+    server = Server(config)
 
     def stop(*_: object) -> None:
         server.should_exit = True
@@ -253,8 +255,8 @@ def worker(home: Home = None, metrics_port: MetricsPort = None) -> None:
     signals.worker_shutdown.connect(lambda **_: store.forget_worker(holder()), weak=False)
     quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner amid JSON lines
     celery.worker_main(
-        ["worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         *quiet]
+        [*quiet, "worker", "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+         "--without-heartbeat"]
     )  # fmt: skip
 
 

@@ -54,3 +54,7 @@ def configure(log_format: str, role: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # INFO of these is noise at scale: one line per plugin at each start, per CT slice sent.
+    for chatty in ("alembic.runtime.plugins", "pynetdicom"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # warnings become records too: one format on stderr

@@ -179,15 +179,16 @@ class Orthanc(Receiver):
             return json.loads(answer.read())
 
 
-def start_orthanc(folder: Path) -> tuple[subprocess.Popen, Orthanc]:
-    """A real Orthanc PACS on free loopback ports, accepting any AE; storage under `folder`."""
+def start_orthanc(folder: Path, modalities: dict[str, list] | None = None) -> tuple[subprocess.Popen, Orthanc]:
+    """A real Orthanc PACS on free loopback ports, accepting any AE; storage under `folder`;
+    `modalities` as Orthanc's DicomModalities (name: [AE, host, port])."""
     folder.mkdir(parents=True, exist_ok=True)
     dicom_port, http_port = free_port(), free_port()
     config = {
         "Name": "psct-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "Plugins": [],
-        "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
+        "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True, "DicomModalities": modalities or {},
     }  # fmt: skip
     (folder / "orthanc.json").write_text(json.dumps(config))
     process = subprocess.Popen(
@@ -242,3 +243,18 @@ def read_strict(path: Path):  # type: ignore[no-untyped-def]
         return dcmread(path)
     finally:
         config.settings.reading_validation_mode = config.WARN
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    from tests.postgres import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """A fresh database on a real PostgreSQL server (tests/postgres.py)."""
+    return postgres_server.new_database()

@@ -11,7 +11,6 @@ pair has exactly one complete CT series at the receiver (DCMTK storescp) and one
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -24,11 +23,11 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 from pynetdicom import AE
 
 from service.settings import PHYSICS_BASELINE
 from service.store import SUCCEEDED
+from tests.cluster import file_bytes, new_pair
 from tests.conftest import (
     START_TIMEOUT_S,
     PairFiles,
@@ -47,21 +46,6 @@ DICOM_PAIRS, REST_PAIRS = 2, 1
 SEED = 7_000
 SLICES = 160  # instances in every series (the serving grid's axial slices)
 DONE_TIMEOUT_S = 240.0
-
-
-def _new_pair(pair_files: PairFiles, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
-    """The test pair as a new study: new study, series and instance UIDs, same pixels."""
-    study = generate_uid(entropy_srcs=[str(rng.integers(2**62))])
-    views = []
-    for path in (pair_files.pa, pair_files.lateral):
-        ds = copy.deepcopy(dcmread(path))
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(rng.integers(2**62))])
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
-            entropy_srcs=[str(rng.integers(2**62))]
-        )
-        views.append(ds)
-    return views[0], views[1]
 
 
 def _store_until_acknowledged(port: int, ds: Dataset, stop: threading.Event) -> None:
@@ -93,14 +77,6 @@ def _post_until_accepted(base: str, pa: bytes, lateral: bytes, stop: threading.E
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-
-
-def _bytes(ds: Dataset) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _ready(base: str) -> bool:
@@ -181,12 +157,12 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
     stop = threading.Event()
     try:
         wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct to be ready")
-        pairs = [_new_pair(pair_files, rng) for _ in range(DICOM_PAIRS + REST_PAIRS)]
+        pairs = [new_pair(pair_files.pa, pair_files.lateral, rng) for _ in range(DICOM_PAIRS + REST_PAIRS)]
         senders = [threading.Thread(target=_store_until_acknowledged, args=(dicom_port, ds, stop))
                    for pa, lateral in pairs[:DICOM_PAIRS] for ds in (pa, lateral)]  # fmt: skip
         accepted: list[str] = []
         senders += [threading.Thread(target=_post_until_accepted,
-                                     args=(base, _bytes(pa), _bytes(lateral), stop, accepted))
+                                     args=(base, file_bytes(pa), file_bytes(lateral), stop, accepted))
                     for pa, lateral in pairs[DICOM_PAIRS:]]  # fmt: skip
         for sender in senders:
             sender.start()

@@ -23,8 +23,9 @@ from pynetdicom import AE
 
 from service.settings import PHYSICS_BASELINE
 from service.store import SUCCEEDED
+from tests.cluster import file_bytes, new_pair
 from tests.conftest import START_TIMEOUT_S, PairFiles, free_port, http_json, start_psct, stop_process, wait_for
-from tests.test_faults import _bytes, _new_pair, _ready
+from tests.test_faults import _ready
 
 SWEEP_LOAD = pytest.param(20, 100, marks=pytest.mark.sweep, id="20-100")
 DONE_TIMEOUT_S = 900.0
@@ -85,12 +86,12 @@ def test_concurrent_pairs_by_dicom_and_rest_all_complete(associations: int, post
     try:
         wait_for(lambda: _ready(base), START_TIMEOUT_S, "psct serve")
         rng = np.random.default_rng(11)
-        pairs = [_new_pair(pair_files, rng) for _ in range(associations + posts)]
+        pairs = [new_pair(pair_files.pa, pair_files.lateral, rng) for _ in range(associations + posts)]
         acks: list[float] = []
         failures: list[str] = []
         threads = [threading.Thread(target=_pair_by_dicom, args=(dicom_port, pa, lat, acks, failures))
                    for pa, lat in pairs[:associations]]  # fmt: skip
-        threads += [threading.Thread(target=_pair_by_rest, args=(base, _bytes(pa), _bytes(lat), acks, failures))
+        threads += [threading.Thread(target=_pair_by_rest, args=(base, file_bytes(pa), file_bytes(lat), acks, failures))
                     for pa, lat in pairs[associations:]]  # fmt: skip
         start = time.perf_counter()
         for thread in threads:  # all at once

@@ -48,6 +48,7 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
         return
     started_at = utcnow()
     store.update(job_id, status=RUNNING, started_at=started_at, progress=0.05, error=None)
+    log.info("job %s started (%s)", job_id, job.source)
     created_at = aware(job.created_at) or started_at
     metrics.QUEUE_WAIT_SECONDS.observe(max(0.0, (started_at - created_at).total_seconds()))
     try:
@@ -120,6 +121,8 @@ def deliver_job(job_id: str, store: JobStore, settings: Settings) -> None:
         _fail(store, job_id, f"delivery failed to {', '.join(failures)} after {settings.delivery_attempts} attempts")
     else:
         store.update(job_id, status=SUCCEEDED, progress=1.0, finished_at=utcnow(), error=None)
+        log.info("job %s succeeded: %d instances delivered to %d destinations", job_id, len(paths),
+                 len(job.destinations))  # fmt: skip
         _finished(store, job_id, SUCCEEDED, None)
 
 

@@ -68,6 +68,11 @@ def load(path: Path, cuda_device: int = 0) -> ModelRuntime:
     # onnxruntime-gpu lists CUDA even where its libraries are missing, logs an error and falls back
     # to CPU: expected on CPU-only hosts, so keep only errors that stop the load.
     ort.set_default_logger_severity(4)
+    if "CUDAExecutionProvider" in ort.get_available_providers() and hasattr(ort, "preload_dlls"):
+        try:  # CUDA and cuDNN from the nvidia-* wheels of the `gpu` extra, not the system
+            ort.preload_dlls()
+        except Exception as exc:  # no usable CUDA here: the session falls back to the CPU
+            log.warning("CUDA libraries not loaded (%s); running on the CPU", exc)
     options = ort.SessionOptions()
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers(cuda_device))
     log.info("loaded %s %s on %s", sidecar["name"], sidecar["version"], session.get_providers()[0])
