@@ -36,10 +36,10 @@ VOLUME /var/lib/psct
 # REST, DICOM, and a listener's or worker's own /metrics /healthz /readyz.
 EXPOSE 8000 11112 9464
 # Off loopback, PSCT refuses to serve REST without PSCT_API_KEYS (set it at run time).
-# PSCT_HEALTH_URL: what the health check asks; a listener or worker sets its metrics port's /readyz.
-ENV PSCT_HEALTH_URL=http://127.0.0.1:8000/readyz
+# HEALTHCHECK_URL: what the health check asks; a listener or worker sets its metrics port's /readyz.
+ENV HEALTHCHECK_URL=http://127.0.0.1:8000/readyz
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['PSCT_HEALTH_URL'], timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
 ENTRYPOINT ["psct"]
 CMD ["serve"]
 
