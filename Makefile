@@ -58,6 +58,7 @@ bench: install-dev system-deps
 	$(PY) bench/spine.py
 	$(PY) bench/data.py
 	$(PY) bench/model.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) var

@@ -136,11 +136,12 @@ def test_example_env_file_sets_only_real_settings() -> None:
 @pytest.mark.slow
 def test_the_wheel_the_images_install_works_on_its_own(tmp_path: Path) -> None:
     """Built like the Dockerfile's first stage, unpacked and imported from outside the repo."""
+    wheels = tmp_path / "wheels"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "--wheel-dir", str(tmp_path / "wheels"), str(REPO)], capture_output=True, text=True)  # fmt: skip
+                            "--wheel-dir", str(wheels), str(REPO)], capture_output=True, text=True)  # fmt: skip
     assert build.returncode == 0, build.stderr
     shutil.rmtree(REPO / "build", ignore_errors=True)
-    (wheel,) = (tmp_path / "wheels").glob("psct-*.whl")
+    (wheel,) = wheels.glob("psct-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("model/weights/psct-net.onnx", "model/weights/psct-net.json", "service/migrations/env.py",
                    "service/migrations/script.py.mako", "service/migrations/versions/0001_v0_1_schema.py"):  # fmt: skip
