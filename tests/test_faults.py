@@ -151,7 +151,8 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
     env.update(PSCT_HOME=str(folder / "home"), PSCT_HTTP_PORT=str(http_port),
                PSCT_DICOM_PORT=str(dicom_port), PSCT_DESTINATIONS=f"FAULTRX@127.0.0.1:{receiver_port}",
                PSCT_MODEL_PATH=str(PHYSICS_BASELINE),  # the fast model: this is about durability
-               PSCT_LEASE_S=str(LEASE_S))  # fmt: skip
+               PSCT_LEASE_S=str(LEASE_S),
+               PSCT_METRICS_PORT="0")  # fmt: skip  # no process here contends for a metrics port
     base = f"http://127.0.0.1:{http_port}"
     deployment = Deployment(scaled, env)
     stop = threading.Event()
