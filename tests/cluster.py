@@ -51,6 +51,17 @@ def file_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def series_by_study(folder: Path) -> dict[str, dict[str, int]]:
+    """{study: {series: instances}} of everything a receiver's folder holds."""
+    found: dict[str, dict[str, int]] = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            ds = dcmread(path, stop_before_pixels=True)
+            series = found.setdefault(str(ds.StudyInstanceUID), {})
+            series[str(ds.SeriesInstanceUID)] = series.get(str(ds.SeriesInstanceUID), 0) + 1
+    return found
+
+
 def metrics_of(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """{(sample name, sorted labels): value} of a Prometheus text endpoint."""
     text = httpx.get(url, timeout=10).text

@@ -21,13 +21,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from service.settings import PHYSICS_BASELINE
 from service.store import SUCCEEDED
-from tests.cluster import file_bytes, new_pair
+from tests.cluster import file_bytes, new_pair, series_by_study
 from tests.conftest import (
     START_TIMEOUT_S,
     PairFiles,
@@ -84,17 +83,6 @@ def _ready(base: str) -> bool:
         return http_json(f"{base}/readyz")["ready"]
     except OSError:
         return False
-
-
-def _series_by_study(folder: Path) -> dict[str, dict[str, int]]:
-    """{study: {series: instances}} of everything the receiver holds."""
-    found: dict[str, dict[str, int]] = {}
-    for path in folder.rglob("*"):
-        if path.is_file():
-            ds = dcmread(path, stop_before_pixels=True)
-            series = found.setdefault(str(ds.StudyInstanceUID), {})
-            series[str(ds.SeriesInstanceUID)] = series.get(str(ds.SeriesInstanceUID), 0) + 1
-    return found
 
 
 class Deployment:
@@ -180,7 +168,7 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
 
         wait_for(all_done, DONE_TIMEOUT_S, f"every job succeeded (run {run}, {victim} killed)")
         jobs = http_json(f"{base}/reconstructions")["items"]
-        found = _series_by_study(received)
+        found = series_by_study(received)
         # DICOM: one job and one complete series per study, however often the PACS re-sent.
         for pa, _ in pairs[:DICOM_PAIRS]:
             study = str(pa.StudyInstanceUID)

@@ -13,22 +13,12 @@ import pytest
 from pydicom import dcmread
 
 from service.store import ASSOCIATION, EXPORT, JOB_CREATED, JOB_FINISHED, SUCCEEDED, JobStore
-from tests.cluster import metric, metrics_of, new_pair, running, submit_all
+from tests.cluster import metric, metrics_of, new_pair, running, series_by_study, submit_all
 from tests.conftest import PairFiles, wait_for
 
 PAIRS, BY_DICOM, WORKERS = 20, 10, 2
 SLICES = 160  # instances in every series (the serving grid's axial slices)
 DONE_TIMEOUT_S = 600.0  # 20 reconstructions on two workers sharing two cores, with room for a slow CI
-
-
-def _series_by_study(folder: Path) -> dict[str, dict[str, int]]:
-    found: dict[str, dict[str, int]] = {}
-    for path in folder.rglob("*"):
-        if path.is_file():
-            ds = dcmread(path, stop_before_pixels=True)
-            series = found.setdefault(str(ds.StudyInstanceUID), {})
-            series[str(ds.SeriesInstanceUID)] = series.get(str(ds.SeriesInstanceUID), 0) + 1
-    return found
 
 
 @pytest.mark.slow
@@ -57,7 +47,7 @@ def test_twenty_pairs_through_two_workers_on_redis_and_postgresql(
     assert len(jobs) == PAIRS and {j["study_instance_uid"] for j in jobs} == studies
     assert [j["status"] for j in jobs] == [SUCCEEDED] * PAIRS, [j["error"] for j in jobs]
     assert sorted(j["source"] for j in jobs) == ["dicom"] * BY_DICOM + ["rest"] * (PAIRS - BY_DICOM)
-    found = _series_by_study(cluster.received)
+    found = series_by_study(cluster.received)
     assert set(found) == studies
     for job in jobs:
         assert found[job["study_instance_uid"]] == {job["series_instance_uid"]: SLICES}
