@@ -314,7 +314,7 @@ def _job(store: JobStore, job_id: str) -> Job:
 
 
 def _enqueue(send: Callable[[str], None], job_id: str) -> None:
-    # The job is committed: if the broker is down it is resumed at the next start, not lost.
+    # The job is committed: if the broker is down a worker's sweeper sends it later (worker/lease.py).
     try:
         send(job_id)
     except Exception:

@@ -98,7 +98,7 @@ def on_store(event: Event, settings: Settings, store: JobStore, enqueue: Callabl
     if job_id is not None:
         try:
             enqueue(job_id)
-        except Exception:  # committed: resumed at the next start
+        except Exception:  # committed: a worker's sweeper sends it later (worker/lease.py)
             log.exception("could not queue job %s; it stays queued in the store", job_id)
     return StoreStatus.SUCCESS
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -320,6 +321,30 @@ class JobStore:
                 session.add(Lease(job_id=job_id, holder=holder, renewed_at=utcnow()))
             else:
                 lease.holder, lease.renewed_at = holder, utcnow()
+
+    def take_lease(self, job_id: str, holder: str, stale_before: datetime) -> bool:
+        """Take `job_id`'s lease unless another holder renewed it since `stale_before` (that worker
+        runs the job: a second message for it is a duplicate). True when the lease is ours."""
+        try:
+            with self.session() as session:
+                lease = session.get(Lease, job_id)
+                if lease is None:
+                    session.add(Lease(job_id=job_id, holder=holder, renewed_at=utcnow()))
+                elif lease.holder == holder or aware(lease.renewed_at) < stale_before:  # type: ignore[operator]
+                    lease.holder, lease.renewed_at = holder, utcnow()
+                else:
+                    return False
+        except IntegrityError:  # another worker inserted it first (PostgreSQL; SQLite serialises)
+            return False
+        return True
+
+    def unleased_jobs(self, created_before: datetime) -> list[str]:
+        """Unfinished jobs older than `created_before` that no worker holds: their message is
+        waiting in the queue, or it was never sent (its sender died) or was lost with a worker."""
+        held = select(Lease.job_id).where(Lease.job_id == Job.id).exists()
+        query = select(Job.id).where(Job.status.in_([QUEUED, RUNNING]), Job.created_at < created_before, ~held)
+        with self.session() as session:
+            return list(session.scalars(query.order_by(Job.created_at)))
 
     def drop_lease(self, job_id: str) -> None:
         with self.session() as session:

@@ -158,16 +158,22 @@ def start_storescp(folder: Path, ae_title: str, port: int) -> subprocess.Popen:
     return process
 
 
-def start_psct(command: str, env: dict[str, str]) -> subprocess.Popen:
-    """`psct <command>` as its own process group (so a test can check nothing outlives it)."""
-    return subprocess.Popen(
-        [*PSCT, command],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_psct(command: str, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+    """`psct <command>` as its own process group (so a test can check nothing outlives it); its
+    output appended to `log` when given (what a failing test shows), else discarded."""
+    output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115  # the child owns it
+    try:
+        return subprocess.Popen(
+            [*PSCT, command],
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log:
+            output.close()
 
 
 @dataclass

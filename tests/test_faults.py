@@ -85,18 +85,26 @@ def _ready(base: str) -> bool:
         return False
 
 
+def _readyz_text(base: str) -> str:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=10).text
+    except httpx.HTTPError as exc:
+        return repr(exc)
+
+
 class Deployment:
     """`psct serve` (listener and gateway in one process, its worker a child it supervises), or the
     scaled set-up: `psct gateway`, `psct scp` and `psct worker` as separate processes on one
     PSCT_HOME, each started again after a crash as systemd or Kubernetes would."""
 
-    def __init__(self, scaled: bool, env: dict[str, str]) -> None:
-        self.env, self.started = env, []
+    def __init__(self, scaled: bool, env: dict[str, str], logs: Path) -> None:
+        self.env, self.started, self.logs = env, [], logs
+        logs.mkdir(parents=True, exist_ok=True)
         names = ("gateway", "scp", "worker") if scaled else ("serve",)
         self.processes = {name: self._start(name) for name in names}
 
     def _start(self, name: str) -> subprocess.Popen:
-        process = start_psct(name, self.env)
+        process = start_psct(name, self.env, self.logs / f"{name}.log")  # restarts append to it
         self.started.append(process)
         return process
 
@@ -109,6 +117,11 @@ class Deployment:
         process.send_signal(signal.SIGKILL)
         process.wait()
         self.processes[victim] = self._start(victim)  # a serve's orphaned worker may finish its job
+
+    def tails(self, lines: int = 40) -> str:
+        """The end of every process's output: what a failed run needs to be understood."""
+        return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                         for log in sorted(self.logs.glob("*.log")))  # fmt: skip
 
     def stop(self) -> None:
         for process in self.started:
@@ -142,7 +155,7 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
                PSCT_LEASE_S=str(LEASE_S),
                PSCT_METRICS_PORT="0")  # fmt: skip  # no process here contends for a metrics port
     base = f"http://127.0.0.1:{http_port}"
-    deployment = Deployment(scaled, env)
+    deployment = Deployment(scaled, env, folder / "logs")
     stop = threading.Event()
     try:
         wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct to be ready")
@@ -157,7 +170,10 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
             sender.start()
         time.sleep(float(rng.uniform(0.2, 6.0)))  # somewhere in receiving, pairing, reconstructing, sending
         deployment.kill(victim)
-        wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct after the kill")
+        try:
+            wait_for(lambda: _ready(base) and port_open(dicom_port), START_TIMEOUT_S, "psct after the kill")
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}; /readyz {_readyz_text(base)}\n{deployment.tails()}") from None
         for sender in senders:
             sender.join(START_TIMEOUT_S)
         assert not any(sender.is_alive() for sender in senders), "a pair was never acknowledged"
@@ -166,7 +182,11 @@ def _one_run(victim: str, scaled: bool, run: int, rng: np.random.Generator, pair
             jobs = http_json(f"{base}/reconstructions")["items"]
             return len(jobs) >= len(pairs) and all(j["status"] == SUCCEEDED for j in jobs)
 
-        wait_for(all_done, DONE_TIMEOUT_S, f"every job succeeded (run {run}, {victim} killed)")
+        try:
+            wait_for(all_done, DONE_TIMEOUT_S, f"every job succeeded (run {run}, {victim} killed)")
+        except AssertionError as timeout:
+            states = [(j["id"], j["status"], j.get("error")) for j in http_json(f"{base}/reconstructions")["items"]]
+            raise AssertionError(f"{timeout}; jobs {states}\n{deployment.tails()}") from None
         jobs = http_json(f"{base}/reconstructions")["items"]
         found = series_by_study(received)
         # DICOM: one job and one complete series per study, however often the PACS re-sent.

@@ -20,11 +20,14 @@ def _store() -> JobStore:
 
 @app.task(name=TASK_RECONSTRUCT, acks_late=True)
 def reconstruct(job_id: str) -> None:
-    with job_context(job_id), lease.held(_store(), job_id, get_settings()):
-        job.run_reconstruction(job_id, _store(), get_settings())
+    with job_context(job_id), lease.held(_store(), job_id, get_settings()) as ours:
+        if ours:
+            job.run_reconstruction(job_id, _store(), get_settings())
 
 
 @app.task(name=TASK_RESEND, acks_late=True)
 def resend(job_id: str) -> None:
-    with job_context(job_id):
-        job.resend(job_id, _store(), get_settings())
+    # Under the lease too: a resend in progress is neither run twice nor mistaken for a lost job.
+    with job_context(job_id), lease.held(_store(), job_id, get_settings()) as ours:
+        if ours:
+            job.resend(job_id, _store(), get_settings())

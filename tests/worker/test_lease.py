@@ -1,16 +1,20 @@
-"""Job leases: held and renewed while a job runs, claimed once when their worker stops renewing."""
+"""Job leases: held and renewed while a job runs, claimed once when their worker stops renewing;
+duplicate messages dropped; jobs left without a message sent again."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from service.queue import enqueue_reconstruction
 from service.settings import get_settings
-from service.store import RUNNING, SUCCEEDED, JobStore, utcnow
+from service.store import QUEUED, RUNNING, SUCCEEDED, JobStore, utcnow
 from tests.conftest import apply_env
 from worker import lease
 
@@ -52,3 +56,60 @@ def test_an_abandoned_lease_requeues_its_job_once(psct_env: dict[str, str], monk
     assert lease.sweep(store, settings) == []  # claimed once
     assert _queued(psct_env["PSCT_HOME"]) == before + 1
     assert store.get(running).status == RUNNING  # the job itself is untouched: only queued again
+
+
+def test_a_job_committed_without_its_message_is_queued_once_the_queue_is_empty(
+    psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a gateway or listener killed between commit and send leaves behind (issue 6's faults)."""
+    apply_env({"PSCT_LEASE_S": "0.3"}, monkeypatch)
+    settings = get_settings()
+    store = JobStore(settings.database)
+    orphan = _job(store, QUEUED)  # committed; its sender died before enqueue_reconstruction
+    assert lease.sweep(store, settings) == []  # too young: its sender may be sending it right now
+    time.sleep(0.4)
+    waiting = _job(store, QUEUED)
+    enqueue_reconstruction(waiting)  # a message still waits in the queue: nothing is sent again
+    assert lease.sweep(store, settings) == []
+    _drain(psct_env["PSCT_HOME"])  # the waiting message was taken; its worker holds the lease
+    store.hold_lease(waiting, "live-host:1")
+    assert lease.sweep(store, settings) == [orphan]
+    assert _queued(psct_env["PSCT_HOME"]) == 1
+
+
+def test_a_duplicate_message_leaves_a_job_another_worker_holds(
+    psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_env({"PSCT_LEASE_S": "5"}, monkeypatch)
+    settings = get_settings()
+    store = JobStore(settings.database)
+    job_id = _job(store, RUNNING)
+    store.hold_lease(job_id, "other-host:1")
+    with lease.held(store, job_id, settings) as ours:
+        assert not ours
+    assert store.claim_expired_leases(utcnow() + timedelta(days=1)) == [job_id]  # still there, theirs
+    store.hold_lease(job_id, "dead-host:1")
+    apply_env({"PSCT_LEASE_S": "0.1"}, monkeypatch)
+    time.sleep(0.2)
+    with lease.held(store, job_id, get_settings()) as ours:  # a stale lease is taken over
+        assert ours
+
+
+def test_one_of_two_workers_takes_a_free_lease(postgres_url: str) -> None:
+    """PostgreSQL does not serialise the two inserts as SQLite's BEGIN IMMEDIATE does."""
+    store = JobStore(postgres_url)
+    job_id = _job(store, QUEUED)
+    barrier = threading.Barrier(2)
+
+    def take(name: str) -> bool:
+        barrier.wait()
+        return store.take_lease(job_id, name, utcnow() - timedelta(seconds=60))
+
+    with ThreadPoolExecutor(2) as pool:
+        taken = list(pool.map(take, ["a:1", "b:2"]))
+    assert sorted(taken) == [False, True]
+
+
+def _drain(home: str) -> None:
+    with sqlite3.connect(Path(home) / "queue.sqlite") as db:
+        db.execute("DELETE FROM kombu_message")
