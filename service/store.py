@@ -313,15 +313,6 @@ class JobStore:
             return session.scalar(query.limit(1)) is not None
 
     # -- leases ---------------------------------------------------------------------------------
-    def hold_lease(self, job_id: str, holder: str) -> None:
-        """Take or renew the lease on `job_id` (a new holder takes over a stale one)."""
-        with self.session() as session:
-            lease = session.get(Lease, job_id)
-            if lease is None:
-                session.add(Lease(job_id=job_id, holder=holder, renewed_at=utcnow()))
-            else:
-                lease.holder, lease.renewed_at = holder, utcnow()
-
     def take_lease(self, job_id: str, holder: str, stale_before: datetime) -> bool:
         """Take `job_id`'s lease unless another holder renewed it since `stale_before` (that worker
         runs the job: a second message for it is a duplicate). True when the lease is ours."""
@@ -346,9 +337,9 @@ class JobStore:
         with self.session() as session:
             return list(session.scalars(query.order_by(Job.created_at)))
 
-    def drop_lease(self, job_id: str) -> None:
+    def drop_lease(self, job_id: str, holder: str) -> None:
         with self.session() as session:
-            session.execute(delete(Lease).where(Lease.job_id == job_id))
+            session.execute(delete(Lease).where(Lease.job_id == job_id, Lease.holder == holder))
 
     def claim_expired_leases(self, cutoff: datetime) -> list[str]:
         """Jobs whose lease was last renewed before `cutoff`, each returned to one caller only (the

@@ -44,8 +44,9 @@ def held(store: JobStore, job_id: str, settings: Settings) -> Iterator[bool]:
 
     def renew() -> None:
         while not done.wait(settings.lease_s / RENEWALS_PER_LEASE):
-            try:
-                store.hold_lease(job_id, holder())
+            try:  # never from a live holder: after a stall (our lease expired) a new worker may run it
+                if not store.take_lease(job_id, holder(), utcnow() - timedelta(seconds=settings.lease_s)):
+                    log.warning("job %s: another worker took the job over after a stall of this one", job_id)
             except Exception:  # the store is down for a moment: the next renewal tries again
                 log.exception("job %s: lease renewal failed", job_id)
 
@@ -56,7 +57,7 @@ def held(store: JobStore, job_id: str, settings: Settings) -> Iterator[bool]:
     finally:
         done.set()
         thread.join()
-        store.drop_lease(job_id)
+        store.drop_lease(job_id, holder())  # only ours
 
 
 def sweep(store: JobStore, settings: Settings) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 
 from service.queue import enqueue_reconstruction
 from service.settings import get_settings
-from service.store import QUEUED, RUNNING, SUCCEEDED, JobStore, utcnow
+from service.store import QUEUED, RUNNING, SUCCEEDED, JobStore, Lease, utcnow
 from tests.conftest import apply_env
 from worker import lease
 
@@ -49,7 +49,7 @@ def test_an_abandoned_lease_requeues_its_job_once(psct_env: dict[str, str], monk
     store = JobStore(settings.database)
     running, finished = _job(store, RUNNING), _job(store, SUCCEEDED)
     for job_id in (running, finished):
-        store.hold_lease(job_id, "dead-host:1")  # taken, then never renewed: its worker was killed
+        store.take_lease(job_id, "dead-host:1", utcnow())  # taken, then never renewed: its worker was killed
     time.sleep(0.3)
     before = _queued(psct_env["PSCT_HOME"]) if (Path(psct_env["PSCT_HOME"]) / "queue.sqlite").exists() else 0
     assert lease.sweep(store, settings) == [running]  # the finished job is not run again
@@ -72,7 +72,7 @@ def test_a_job_committed_without_its_message_is_queued_once_the_queue_is_empty(
     enqueue_reconstruction(waiting)  # a message still waits in the queue: nothing is sent again
     assert lease.sweep(store, settings) == []
     _drain(psct_env["PSCT_HOME"])  # the waiting message was taken; its worker holds the lease
-    store.hold_lease(waiting, "live-host:1")
+    store.take_lease(waiting, "live-host:1", utcnow())
     assert lease.sweep(store, settings) == [orphan]
     assert _queued(psct_env["PSCT_HOME"]) == 1
 
@@ -84,11 +84,11 @@ def test_a_duplicate_message_leaves_a_job_another_worker_holds(
     settings = get_settings()
     store = JobStore(settings.database)
     job_id = _job(store, RUNNING)
-    store.hold_lease(job_id, "other-host:1")
+    store.take_lease(job_id, "other-host:1", utcnow())
     with lease.held(store, job_id, settings) as ours:
         assert not ours
     assert store.claim_expired_leases(utcnow() + timedelta(days=1)) == [job_id]  # still there, theirs
-    store.hold_lease(job_id, "dead-host:1")
+    store.take_lease(job_id, "dead-host:1", utcnow())
     apply_env({"PSCT_LEASE_S": "0.1"}, monkeypatch)
     time.sleep(0.2)
     with lease.held(store, job_id, get_settings()) as ours:  # a stale lease is taken over
@@ -113,3 +113,19 @@ def test_one_of_two_workers_takes_a_free_lease(postgres_url: str) -> None:
 def _drain(home: str) -> None:
     with sqlite3.connect(Path(home) / "queue.sqlite") as db:
         db.execute("DELETE FROM kombu_message")
+
+
+def test_after_a_stall_the_old_holder_leaves_the_new_holders_lease(
+    psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_env({"PSCT_LEASE_S": "2"}, monkeypatch)
+    settings = get_settings()
+    store = JobStore(settings.database)
+    job_id = _job(store, RUNNING)
+    with lease.held(store, job_id, settings) as ours:
+        assert ours
+        assert store.claim_expired_leases(utcnow() + timedelta(days=1)) == [job_id]  # we stalled: swept
+        assert store.take_lease(job_id, "new-host:2", utcnow())  # and another worker took the job
+        time.sleep(1.2)  # two renewals of ours, well inside the new holder's lease
+    with store.session() as session:
+        assert session.get(Lease, job_id).holder == "new-host:2"  # neither renewed over nor dropped
