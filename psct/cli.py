@@ -249,6 +249,9 @@ def worker(home: Home = None, metrics_port: MetricsPort = None) -> None:
     except ModelFileError as exc:
         typer.echo(f"refusing to start: {exc}", err=True)
         raise typer.Exit(2) from None
+    from service.queue import declare_queue
+
+    declare_queue()  # before Celery declares it, which would end the worker on a lost race
     start_sweeper(store, settings)  # jobs of dead workers come back
     # Our logging stays: a receiver of setup_logging stops Celery from configuring its own.
     signals.setup_logging.connect(lambda **_: None, weak=False)

@@ -6,6 +6,8 @@ persists across restarts. Scaled: any Celery broker URL, e.g. Redis. Only job id
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import lru_cache
 
 from celery import Celery
@@ -17,6 +19,9 @@ TASK_RECONSTRUCT = "psct.reconstruct"
 TASK_RESEND = "psct.resend"
 QUEUE = "psct"
 SQLITE_TIMEOUT_S = 30.0
+DECLARE_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -71,6 +76,23 @@ def enqueue_reconstruction(job_id: str) -> None:
 
 def enqueue_resend(job_id: str) -> None:
     celery_app().send_task(TASK_RESEND, args=[job_id], queue=QUEUE)
+
+
+def declare_queue() -> None:
+    """Make sure the queue exists before this process uses it; never raises (a broker that is down
+    is reported by /readyz, and Celery keeps retrying). kombu's SQLAlchemy transport creates its
+    queue row by select-then-insert: processes starting together on a fresh PSCT_HOME race on it,
+    and a Celery worker that loses the race exits ("UNIQUE constraint failed: kombu_queue.name",
+    seen in a kill -9 sweep). The loser's next attempt finds the row."""
+    for attempt in range(1, DECLARE_ATTEMPTS + 1):
+        try:
+            with celery_app().connection_for_write() as connection:
+                connection.default_channel.queue_declare(queue=QUEUE)
+            return
+        except Exception as exc:
+            if attempt == DECLARE_ATTEMPTS:
+                log.warning("could not declare queue %s: %s", QUEUE, exc)
+            time.sleep(0.2 * attempt)
 
 
 def ping_broker(timeout_s: float = 2.0) -> None:
