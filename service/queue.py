@@ -86,8 +86,7 @@ def declare_queue() -> None:
     seen in a kill -9 sweep). The loser's next attempt finds the row."""
     for attempt in range(1, DECLARE_ATTEMPTS + 1):
         try:
-            with celery_app().connection_for_write() as connection:
-                connection.default_channel.queue_declare(queue=QUEUE)
+            queue_depth()  # declares it (not passive), with a connection timeout
             return
         except Exception as exc:
             if attempt == DECLARE_ATTEMPTS:
