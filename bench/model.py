@@ -35,9 +35,9 @@ def _peak_rss_mib() -> float:
 
 
 def _torch_net(sidecar: dict):  # type: ignore[no-untyped-def]
-    from model.train import TrainConfig, build
+    from model.train_refine import untrained_like
 
-    return build(TrainConfig.from_dict(sidecar["training"]["config"])).eval()
+    return untrained_like(sidecar)
 
 
 def child(runtime: str, onnx_path: Path) -> dict:

@@ -109,10 +109,13 @@ def module_shape(module: torch.nn.Module) -> tuple[int, int, int]:
 
 
 def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None) -> dict:
-    """A trained checkpoint (model/train.py) as the served ONNX model, its training recorded."""
+    """A trained checkpoint (model/train.py, or a stage-2 one of model/train_refine.py) as the served
+    ONNX model, its training recorded."""
     from model.train import TrainConfig, build
 
     state = torch.load(checkpoint, weights_only=False)
+    if "head" in state:
+        return export_refined(checkpoint, onnx_path, version, metrics)
     config = TrainConfig.from_dict(state["config"])
     net = build(config)
     net.load_state_dict(state["model"])
@@ -132,6 +135,42 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
                 if config.ct_dir
                 else "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
                 "(model/dataset.py); no patient data",
+            },  # fmt: skip
+            "architecture": net.config,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "metrics": metrics,
+        },
+        LEARNED_ATOL_HU,
+    )
+
+
+def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None) -> dict:
+    """Stage 1 and the fine head as one ONNX file; the sidecar's `training` is stage 1's (as for a
+    coarse export) with the fine head's run under `stage2`."""
+    from model.train_refine import refined_net
+
+    net, state = refined_net(checkpoint)
+    stage1 = state["stage1"]
+    return export(
+        net,
+        onnx_path,
+        {
+            "name": net.name,
+            "label": "PSCT-Net (learned): research reconstruction, not for diagnostic use",
+            "kind": "psct-net",
+            "version": version,
+            "training": {
+                "config": stage1["config"],
+                "config_digest": stage1["config_digest"],
+                "steps": stage1["config"]["steps"],
+                "data": "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
+                "(model/dataset.py); no patient data",
+                "stage2": {
+                    "config": state["config"],
+                    "config_digest": state["digest"],
+                    "steps": state["step"],
+                    "stage1_source": stage1["source"],
+                },
             },  # fmt: skip
             "architecture": net.config,
             "parameters": sum(p.numel() for p in net.parameters()),

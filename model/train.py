@@ -186,7 +186,9 @@ def save_checkpoint(net, optimiser, schedule, step: int, config: TrainConfig, pa
     partial.replace(path)  # a kill mid-write leaves the previous checkpoint intact
 
 
-def plot_losses(log_path: Path, png_path: Path) -> None:
+def plot_losses(
+    log_path: Path, png_path: Path, names: tuple[str, ...] = ("total", "l1", "bone", "gradient", "projection")
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,7 +197,7 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     steps = [r["step"] for r in records]
     figure, axis = plt.subplots(figsize=(7, 4))
-    for name in ("total", "l1", "bone", "gradient", "projection"):
+    for name in names:
         values = np.array([r[name] for r in records])
         window = max(1, len(values) // 50)
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")

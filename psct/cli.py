@@ -360,6 +360,10 @@ def train(
     ct_dir: Annotated[
         Path | None, typer.Option(help="train on real head CTs: sub-folders of DICOM slices or .nii/.nii.gz files")
     ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(help="stage 2: train the fine head (a refine config) on this stage-1 checkpoint.pt or .onnx"),
+    ] = None,
 ) -> None:
     """Train PSCT-Net on data-engine pairs (needs the [train] extra)."""
     from dataclasses import replace
@@ -367,6 +371,9 @@ def train(
     from model.train import TrainConfig
     from model.train import train as run_training
 
+    if base is not None:
+        _train_stage2(config, base, output, cache, steps, pairs, ct_dir)
+        return
     try:
         settings = TrainConfig.from_json(config)
         ct = str(ct_dir.resolve()) if ct_dir else None
@@ -374,6 +381,23 @@ def train(
         settings = replace(settings, **overrides)  # the digest follows: a run folder holds one config
         summary = run_training(settings, output, cache, log=typer.echo)
     except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"done: {summary}")
+
+
+def _train_stage2(config: Path, base: Path, output: Path, cache: Path | None, steps: int | None,
+                  pairs: int | None, ct_dir: Path | None) -> None:  # fmt: skip
+    from dataclasses import replace
+
+    from model.train_refine import RefineConfig, train_refine
+
+    try:
+        settings = RefineConfig.from_json(config)
+        ct = str(ct_dir.resolve()) if ct_dir else None
+        overrides = {k: v for k, v in (("steps", steps), ("pairs", pairs), ("ct_dir", ct)) if v is not None}
+        summary = train_refine(replace(settings, **overrides), base, output, cache, log=typer.echo)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"done: {summary}")

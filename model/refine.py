@@ -1,0 +1,119 @@
+"""PSCT-Net's second stage: a light full-resolution head on top of the coarse (3 mm) network.
+
+The coarse network works on an 80^3 grid of 3 mm voxels; even its best possible output, the truth
+pooled to that grid and upsampled, keeps only ~0.76 bone Dice on the 1.5 mm serving grid
+(bench/grid_ceiling.py): thin bone and sutures are below its resolution. The fine head sees the
+upsampled coarse HU and each view's full-resolution detail, back-projected with the same matrices
+onto the 1.5 mm grid, and adds a correction. It has no normalisation layers and a small receptive
+field, so it trains on patches and runs unchanged on the whole volume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.grid import OUTPUT_SHAPE, VOXEL_MM, axis_mm
+from model.network import HU_SCALE, PSCTNet
+from model.projector import back_project
+
+FINE_LAYERS = 4  # 3x3x3 convolutions: the head's receptive radius in voxels, the patch margin
+
+
+class FineHead(nn.Module):
+    """(coarse HU / HU_SCALE on a grid, views, matrices, that grid's axes) -> corrected HU / HU_SCALE."""
+
+    def __init__(self, channels: int = 8, view_channels: int = 4) -> None:
+        super().__init__()
+        self.views = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(1, view_channels, 3, padding=1), nn.LeakyReLU(0.1),
+                          nn.Conv2d(view_channels, view_channels, 3, padding=1))
+            for _ in range(2)
+        ])  # fmt: skip
+        widths = [1 + 3 * view_channels] + [channels] * (FINE_LAYERS - 1)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
+        self.body = nn.Sequential(*layers, nn.Conv3d(channels, 1, 3, padding=1))
+        self.config = {"channels": channels, "view_channels": view_channels}
+
+    def forward(self, coarse: torch.Tensor, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
+                lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
+                z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        lifted = [
+            back_project(encoder(image), matrix[None], x_mm, y_mm, z_mm)
+            for encoder, image, matrix in zip(self.views, (pa, lateral), (pa_matrix, lateral_matrix), strict=True)
+        ]
+        return coarse + self.body(torch.cat([coarse, lifted[0], lifted[1], lifted[0] * lifted[1]], dim=1))
+
+
+class RefinedNet(nn.Module):
+    """The served PSCT-Net: coarse network, trilinear upsampling, fine head; the baseline's interface."""
+
+    name = "psct-net"
+
+    def __init__(self, coarse: PSCTNet, head: FineHead) -> None:
+        super().__init__()
+        self.coarse, self.head = coarse, head
+        self.output_shape = coarse.output_shape
+        d, h, w = self.output_shape
+        self.register_buffer("x_mm", torch.tensor(axis_mm(w, VOXEL_MM), dtype=torch.float32))
+        self.register_buffer("y_mm", torch.tensor(axis_mm(h, VOXEL_MM), dtype=torch.float32))
+        self.register_buffer("z_mm", torch.tensor(axis_mm(d, VOXEL_MM), dtype=torch.float32))
+        self.config = {**coarse.config, "fine_head": head.config}
+
+    def forward(self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
+                lateral_matrix: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        upsampled = upsampled_coarse(self.coarse, pa, lateral, pa_matrix, lateral_matrix)
+        fine = self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, self.x_mm, self.y_mm, self.z_mm)
+        return fine * HU_SCALE
+
+
+def upsampled_coarse(coarse: PSCTNet, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
+                     lateral_matrix: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """The coarse network's HU / HU_SCALE on the serving grid, as its own forward upsamples it."""
+    low = coarse.coarse(pa, lateral, pa_matrix, lateral_matrix)
+    return F.interpolate(low, size=coarse.output_shape, mode="trilinear", align_corners=False)
+
+
+def coarse_from_onnx(onnx_path: Path, atol_hu: float = 1.0) -> PSCTNet:
+    """A coarse PSCT-Net rebuilt from an exported ONNX file (its sidecar's config, its initialisers),
+    checked against that file on the export's inputs: stage 2 can start from the shipped stage 1."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from model.export import INPUT_NAMES, example_inputs
+    from model.train import TrainConfig, build
+
+    sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
+    training = sidecar.get("training") or {}
+    if "fine_head" in sidecar.get("architecture", {}) or "config" not in training:
+        raise ValueError(f"{onnx_path} is not a coarse PSCT-Net export (no stage-1 training config in its sidecar)")
+    net = build(TrainConfig.from_dict(training["config"]))
+    graph = onnx.load(str(onnx_path)).graph
+    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    missing = set(net.state_dict()) - set(weights) - {"x_mm", "y_mm", "z_mm"}  # the axes are rebuilt
+    if missing:
+        raise ValueError(f"{onnx_path} lacks weights {sorted(missing)[:5]}")
+    net.load_state_dict({k: v for k, v in weights.items() if k in net.state_dict()}, strict=False)
+    net.eval()
+    inputs = example_inputs()
+    with torch.no_grad():
+        ours = net(*inputs).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
+    difference = float(np.max(np.abs(ours - theirs)))
+    if difference > atol_hu:
+        raise ValueError(f"{onnx_path}: rebuilt network differs by {difference:.3g} HU (> {atol_hu} HU)")
+    return net
+
+
+def output_axes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d, h, w = OUTPUT_SHAPE
+    return tuple(torch.tensor(axis_mm(n, VOXEL_MM), dtype=torch.float32) for n in (w, h, d))  # type: ignore[return-value]

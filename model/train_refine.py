@@ -1,0 +1,204 @@
+"""Stage 2 of PSCT-Net's training: the fine head (model/refine.py) on full-resolution patches.
+
+The coarse network is frozen: each training pair's upsampled coarse output is computed once and
+kept in memory, and every step fits the head on a few random patches of that pair (most of them
+centred on bone, where the 3 mm grid loses most). The run folder works as stage 1's (config.json,
+checkpoint.pt written atomically, losses.jsonl, losses.png; the same config resumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.dataset import PairStream, TrainingPair, ct_sources
+from model.network import HU_SCALE, PSCTNet
+from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_coarse
+from model.train import BONE_HU, TrainConfig, build, inputs_of, plot_losses
+
+
+@dataclass(frozen=True)
+class FineLosses:
+    l1: float = 1.0
+    bone: float = 2.0
+    gradient: float = 0.5
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    name: str = "refine"
+    pairs: int = 150  # distinct pairs of stream `base_seed` (the stage-1 stream: the same heads)
+    base_seed: int = 0
+    omit_probability: float = 0.1
+    steps: int = 3000
+    patches: int = 4  # patches per step, all from that step's pair
+    patch_voxels: int = 48
+    bone_share: float = 0.75  # patches centred on a voxel that is bone in the truth or the coarse output
+    learning_rate: float = 1e-3
+    channels: int = 8
+    view_channels: int = 4
+    ct_dir: str | None = None  # real CTs instead of phantoms, as stage 1's ct_dir
+    seed: int = 0
+    checkpoint_every: int = 100
+    losses: FineLosses = field(default_factory=FineLosses)
+
+    @classmethod
+    def from_json(cls, path: Path) -> RefineConfig:
+        raw = {k: v for k, v in json.loads(path.read_text()).items() if k != "digest"}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        return cls(**{**raw, "losses": FineLosses(**raw.get("losses", {}))})
+
+    def digest(self) -> str:
+        fields = asdict(self)
+        if fields["ct_dir"] is None:  # phantom runs: the digest of the first runs, before ct_dir existed
+            del fields["ct_dir"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
+    """The frozen stage 1, from a stage-1 checkpoint or its ONNX export; and what it was."""
+    if not base.is_file():
+        raise FileNotFoundError(f"no stage-1 model at {base}")
+    if base.suffix == ".onnx":
+        net = coarse_from_onnx(base)
+        training = json.loads(base.with_suffix(".json").read_text())["training"]
+        described = {"source": base.name, "config": training["config"], "config_digest": training["config_digest"]}
+    else:
+        state = torch.load(base, weights_only=False)
+        net = build(TrainConfig.from_dict(state["config"]))
+        net.load_state_dict(state["model"])
+        described = {"source": base.name, "config": state["config"], "config_digest": state["digest"]}
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    return net.eval(), described
+
+
+def patch_corner(rng: np.random.Generator, truth: np.ndarray, coarse_hu: np.ndarray,
+                 config: RefineConfig) -> np.ndarray:  # fmt: skip
+    """(z, y, x) of a patch's first voxel: centred on bone with probability `bone_share`, else anywhere."""
+    size = config.patch_voxels
+    shape = np.array(truth.shape)
+    if rng.random() < config.bone_share:
+        bone = np.argwhere((truth > BONE_HU) | (coarse_hu > BONE_HU))
+        centre = bone[rng.integers(len(bone))] if len(bone) else shape // 2
+    else:
+        centre = rng.integers(0, shape)
+    return np.clip(centre - size // 2, 0, shape - size)
+
+
+def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, corners: list[np.ndarray],
+                    size: int, weights: FineLosses) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Losses in HU / HU_SCALE on each patch's interior: FINE_LAYERS voxels in from its faces, where
+    the head sees the same neighbours as in a whole-volume run. `coarse`: (1, 1, D, H, W)."""
+    pa, lateral, pa_matrix, lateral_matrix = inputs_of(pair)
+    x_mm, y_mm, z_mm = output_axes()
+    truth_all = torch.from_numpy(pair.hu) / HU_SCALE
+    inner = slice(FINE_LAYERS, size - FINE_LAYERS)
+    predicted, truth = [], []
+    for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
+        z, y, x = slice(z0, z0 + size), slice(y0, y0 + size), slice(x0, x0 + size)
+        out = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
+        predicted.append(out[0, 0, inner, inner, inner])
+        truth.append(truth_all[z, y, x][inner, inner, inner])
+    p, t = torch.stack(predicted), torch.stack(truth)
+    error = (p - t).abs()
+    bone = t > BONE_HU / HU_SCALE
+    terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
+    terms["gradient"] = sum((torch.diff(p, dim=d) - torch.diff(t, dim=d)).abs().mean() for d in (1, 2, 3))  # type: ignore[assignment]
+    terms["total"] = sum(getattr(weights, name) * terms[name] for name in asdict(weights))  # type: ignore[assignment]
+    return terms
+
+
+def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]
+                 stop_after: int | None = None) -> dict:  # fmt: skip
+    """Train (or resume) the fine head on top of the frozen stage 1 at `base` into `run_dir`."""
+    if config.patch_voxels <= 2 * FINE_LAYERS:
+        raise ValueError(f"patch_voxels must exceed {2 * FINE_LAYERS} (the head's margin on both sides)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    coarse_net, stage1 = load_coarse(base)
+    config_path = run_dir / "config.json"
+    recorded = {**asdict(config), "digest": config.digest(), "stage1": stage1}
+    if config_path.exists():
+        before = json.loads(config_path.read_text())
+        if before.get("digest") != config.digest() or before.get("stage1") != stage1:
+            raise ValueError(f"{run_dir} holds a run of another config or stage 1: use a new folder")
+    config_path.write_text(json.dumps(recorded, indent=1) + "\n")
+    torch.manual_seed(config.seed)
+    head = FineHead(config.channels, config.view_channels)
+    optimiser = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=max(config.steps, 2))
+    checkpoint, history = run_dir / "checkpoint.pt", run_dir / "losses.jsonl"
+    start = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        head.load_state_dict(state["head"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        start = state["step"]
+        log(f"resumed at step {start} of {config.steps}")
+        kept = [line for line in history.read_text().splitlines() if json.loads(line)["step"] <= start]
+        history.write_text("".join(f"{line}\n" for line in kept))
+    # Full-resolution truth (pool 1): its own cache files, the same heads and rooms as stage 1's.
+    sources = ct_sources(Path(config.ct_dir)) if config.ct_dir else ()
+    stream = PairStream(config.pairs, config.base_seed, 1, cache, config.omit_probability, sources)
+    coarse_outputs: dict[int, torch.Tensor] = {}  # recomputed after a resume: deterministic
+    head.train()
+    tick = time.perf_counter()
+    for step in range(start, config.steps):
+        epoch, position = divmod(step, config.pairs)
+        index = int(np.random.default_rng([config.seed, epoch]).permutation(config.pairs)[position])
+        pair = stream[index]
+        if index not in coarse_outputs:
+            with torch.no_grad():
+                coarse_outputs[index] = upsampled_coarse(coarse_net, *inputs_of(pair))
+        coarse = coarse_outputs[index]
+        rng = np.random.default_rng([config.seed, step])
+        corners = [patch_corner(rng, pair.hu, coarse[0, 0].numpy() * HU_SCALE, config) for _ in range(config.patches)]
+        terms = fine_loss_terms(head, pair, coarse, corners, config.patch_voxels, config.losses)
+        optimiser.zero_grad()
+        terms["total"].backward()
+        optimiser.step()
+        schedule.step()
+        record = {"step": step + 1, "pair": index, **{k: round(v.item(), 6) for k, v in terms.items()},
+                  "seconds": round(time.perf_counter() - tick, 3)}  # fmt: skip
+        with history.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 in (config.steps, stop_after):
+            partial = checkpoint.with_suffix(".partial")
+            torch.save({"head": head.state_dict(), "optimiser": optimiser.state_dict(),
+                        "schedule": schedule.state_dict(), "step": step + 1, "config": asdict(config),
+                        "digest": config.digest(), "stage1": stage1, "base": str(base)}, partial)  # fmt: skip
+            partial.replace(checkpoint)  # a kill mid-write leaves the previous checkpoint intact
+            plot_losses(history, run_dir / "losses.png", ("total", "l1", "bone", "gradient"))
+            log(f"step {step + 1}/{config.steps} loss {record['total']:.4f} ({record['seconds']:.0f} s)")
+        if step + 1 == stop_after:
+            break
+    return {"step": min(config.steps, stop_after or config.steps), "digest": config.digest(),
+            "checkpoint": str(checkpoint)}  # fmt: skip
+
+
+def refined_net(checkpoint: Path, base: Path | None = None) -> tuple[RefinedNet, dict]:
+    """The served network of a stage-2 checkpoint (stage 1 from `base`, default the path it trained on)."""
+    state = torch.load(checkpoint, weights_only=False)
+    coarse_net, stage1 = load_coarse(base or Path(state["base"]))
+    if stage1 != state["stage1"]:
+        raise ValueError(f"{checkpoint} was trained on another stage 1 than {base}")
+    config = RefineConfig(**{**state["config"], "losses": FineLosses(**state["config"]["losses"])})
+    head = FineHead(config.channels, config.view_channels)
+    head.load_state_dict(state["head"])
+    return RefinedNet(coarse_net, head).eval(), state
+
+
+def untrained_like(sidecar: dict) -> torch.nn.Module:
+    """The architecture an exported PSCT-Net sidecar describes, with fresh weights (benchmarks)."""
+    coarse = build(TrainConfig.from_dict(sidecar["training"]["config"]))
+    fine = sidecar.get("architecture", {}).get("fine_head")
+    return (RefinedNet(coarse, FineHead(**fine)) if fine else coarse).eval()

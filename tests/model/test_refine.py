@@ -1,0 +1,129 @@
+"""Stage 2 (the fine head) in a tiny configuration: patches agree with the whole volume, it resumes,
+it starts from an exported stage 1, and stage 1 + head export to one ONNX file within 1 HU."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from model.dataset import PairStream
+from model.export import INPUT_NAMES, export_psct_net
+from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
+from model.train import TrainConfig, inputs_of, train
+from model.train_refine import RefineConfig, refined_net, train_refine
+
+CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"
+TINY = CONFIGS / "tiny.json"
+TINY_REFINE = CONFIGS / "tiny-refine.json"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pairs")
+
+
+@pytest.fixture(scope="module")
+def stage1(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny stage 1, trained and exported as `psct export` does."""
+    run = tmp_path_factory.mktemp("stage1")
+    train(TrainConfig.from_json(TINY), run, cache, log=lambda _: None)
+    onnx_path = run / "coarse.onnx"
+    export_psct_net(run / "checkpoint.pt", onnx_path, "test")
+    return onnx_path
+
+
+@pytest.fixture(scope="module")
+def stage2(stage1: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("stage2")
+    train_refine(RefineConfig.from_json(TINY_REFINE), stage1, run, cache, log=lambda _: None)
+    return run
+
+
+def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Path) -> None:
+    """What patch training rests on: no normalisation, a receptive radius of FINE_LAYERS voxels."""
+    torch.manual_seed(0)
+    head = FineHead(channels=4, view_channels=2).eval()
+    pa, lateral, pa_matrix, lateral_matrix = inputs_of(PairStream(1, 900, 8, cache)[0])
+    x_mm, y_mm, z_mm = (a[::4][:24] for a in output_axes())  # a 24^3 grid of 6 mm voxels: quick
+    coarse = torch.randn(1, 1, 24, 24, 24) * 0.5
+    with torch.no_grad():
+        whole = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+        z, y, x = slice(3, 19), slice(5, 21), slice(8, 24)
+        patch = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
+    inner = slice(FINE_LAYERS, 16 - FINE_LAYERS)
+    torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
+    # ... and not at the patch faces, where its zero padding stands in for neighbours it lacks.
+    assert not torch.allclose(patch[..., 0, :, :], whole[:, :, z, y, x][..., 0, :, :])
+
+
+def test_stage1_is_rebuilt_from_its_onnx_export(stage1: Path, cache: Path) -> None:
+    net = coarse_from_onnx(stage1)
+    inputs = inputs_of(PairStream(2, 900, 8, cache)[1])
+    with torch.no_grad():
+        ours = net(*inputs).numpy()
+    session = ort.InferenceSession(str(stage1), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
+    assert np.abs(ours - theirs).max() <= 1.0
+
+
+def test_a_composite_or_baseline_export_is_refused_as_stage1(stage2: Path, tmp_path: Path) -> None:
+    composite = tmp_path / "refined.onnx"
+    export_psct_net(stage2 / "checkpoint.pt", composite, "test")
+    with pytest.raises(ValueError, match="not a coarse PSCT-Net"):
+        coarse_from_onnx(composite)
+    baseline = Path(__file__).resolve().parents[2] / "model" / "weights" / "physics-baseline.onnx"
+    with pytest.raises(ValueError, match="not a coarse PSCT-Net"):
+        coarse_from_onnx(baseline)
+
+
+def test_an_interrupted_stage2_resumes_to_the_same_weights(stage1: Path, stage2: Path, cache: Path,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    config = RefineConfig.from_json(TINY_REFINE)
+    train_refine(config, stage1, tmp_path, cache, log=lambda _: None, stop_after=2)
+    lines: list[str] = []
+    train_refine(config, stage1, tmp_path, cache, log=lines.append)
+    assert lines[0] == f"resumed at step 2 of {config.steps}"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "losses.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, config.steps + 1))
+    theirs = torch.load(stage2 / "checkpoint.pt", weights_only=False)["head"]
+    ours = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["head"]
+    for name, value in theirs.items():
+        torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="another config"):
+        train_refine(replace(config, learning_rate=0.5), stage1, tmp_path, cache, log=lambda _: None)
+
+
+def test_stage1_and_head_export_as_one_onnx_within_1_hu(stage2: Path, cache: Path, tmp_path: Path) -> None:
+    sidecar = export_psct_net(stage2 / "checkpoint.pt", tmp_path / "net.onnx", "test")
+    assert sidecar["kind"] == "psct-net" and sidecar["architecture"]["fine_head"]["channels"] == 4
+    assert sidecar["training"]["config_digest"] == TrainConfig.from_json(TINY).digest()
+    assert sidecar["training"]["stage2"]["config_digest"] == RefineConfig.from_json(TINY_REFINE).digest()
+    assert sidecar["outputs"][0]["shape"] == [1, 1, 160, 160, 160]
+    net, _ = refined_net(stage2 / "checkpoint.pt")
+    inputs = inputs_of(PairStream(2, 900, 8, cache)[0])
+    with torch.no_grad():
+        expected = net(*inputs).numpy()
+        coarse_only = net.coarse(*inputs).numpy()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
+    assert np.abs(got - expected).max() <= 1.0
+    assert np.abs(expected - coarse_only).max() > 1.0  # the head does change the volume
+
+
+def test_a_patch_without_interior_is_refused(stage1: Path, tmp_path: Path) -> None:
+    config = replace(RefineConfig.from_json(TINY_REFINE), patch_voxels=2 * FINE_LAYERS)
+    with pytest.raises(ValueError, match="patch_voxels"):
+        train_refine(config, stage1, tmp_path, log=lambda _: None)
+
+
+def test_the_untrained_architecture_of_a_sidecar_has_its_parameter_count(stage2: Path, tmp_path: Path) -> None:
+    from model.train_refine import untrained_like
+
+    sidecar = export_psct_net(stage2 / "checkpoint.pt", tmp_path / "net.onnx", "test")
+    assert sum(p.numel() for p in untrained_like(sidecar).parameters()) == sidecar["parameters"]
