@@ -108,14 +108,15 @@ def module_shape(module: torch.nn.Module) -> tuple[int, int, int]:
     return (len(module.z_mm), len(module.y_mm), len(module.x_mm))  # type: ignore[arg-type]
 
 
-def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None) -> dict:
+def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None,
+                    base: Path | None = None) -> dict:  # fmt: skip
     """A trained checkpoint (model/train.py, or a stage-2 one of model/train_refine.py) as the served
     ONNX model, its training recorded."""
     from model.train import TrainConfig, build
 
     state = torch.load(checkpoint, weights_only=False)
     if "head" in state:
-        return export_refined(checkpoint, onnx_path, version, metrics)
+        return export_refined(checkpoint, onnx_path, version, metrics, base)
     config = TrainConfig.from_dict(state["config"])
     net = build(config)
     net.load_state_dict(state["model"])
@@ -144,12 +145,13 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
     )
 
 
-def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None) -> dict:
-    """Stage 1 and the fine head as one ONNX file; the sidecar's `training` is stage 1's (as for a
-    coarse export) with the fine head's run under `stage2`."""
+def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None,
+                   base: Path | None = None) -> dict:  # fmt: skip
+    """Stage 1 (from `base`, default where it was when stage 2 trained) and the fine head as one ONNX
+    file; the sidecar's `training` is stage 1's (as for a coarse export), the head's run under `stage2`."""
     from model.train_refine import refined_net
 
-    net, state = refined_net(checkpoint)
+    net, state = refined_net(checkpoint, base)
     stage1 = state["stage1"]
     return export(
         net,

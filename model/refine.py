@@ -42,14 +42,24 @@ class FineHead(nn.Module):
         self.body = nn.Sequential(*layers, nn.Conv3d(channels, 1, 3, padding=1))
         self.config = {"channels": channels, "view_channels": view_channels}
 
+    def view_features(self, pa: torch.Tensor, lateral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.views[0](pa), self.views[1](lateral)
+
+    def correct(self, coarse: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor], pa_matrix: torch.Tensor,
+                lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
+                z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """The stacked head inputs of one grid (the body runs on a batch of them)."""
+        pa, lateral = (
+            back_project(f, m[None], x_mm, y_mm, z_mm)
+            for f, m in zip(features, (pa_matrix, lateral_matrix), strict=True)
+        )
+        return torch.cat([coarse, pa, lateral, pa * lateral], dim=1)
+
     def forward(self, coarse: torch.Tensor, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
                 lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
                 z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        lifted = [
-            back_project(encoder(image), matrix[None], x_mm, y_mm, z_mm)
-            for encoder, image, matrix in zip(self.views, (pa, lateral), (pa_matrix, lateral_matrix), strict=True)
-        ]
-        return coarse + self.body(torch.cat([coarse, lifted[0], lifted[1], lifted[0] * lifted[1]], dim=1))
+        stacked = self.correct(coarse, self.view_features(pa, lateral), pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+        return coarse + self.body(stacked)
 
 
 class RefinedNet(nn.Module):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from model.dataset import PairStream, TrainingPair, ct_sources
+from model.export import sha256_of
 from model.network import HU_SCALE, PSCTNet
 from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_coarse
 from model.train import BONE_HU, TrainConfig, build, inputs_of, plot_losses
@@ -39,7 +40,7 @@ class RefineConfig:
     steps: int = 3000
     patches: int = 4  # patches per step, all from that step's pair
     patch_voxels: int = 48
-    bone_share: float = 0.75  # patches centred on a voxel that is bone in the truth or the coarse output
+    bone_share: float = 0.25  # patches centred on a voxel that is bone in the truth or the coarse output
     learning_rate: float = 1e-3
     channels: int = 8
     view_channels: int = 4
@@ -70,28 +71,29 @@ def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
     if base.suffix == ".onnx":
         net = coarse_from_onnx(base)
         training = json.loads(base.with_suffix(".json").read_text())["training"]
-        described = {"source": base.name, "config": training["config"], "config_digest": training["config_digest"]}
+        described = {"source": base.name, "config": training["config"], "config_digest": training["config_digest"],
+                     "sha256": sha256_of(base)}  # fmt: skip
     else:
         state = torch.load(base, weights_only=False)
         net = build(TrainConfig.from_dict(state["config"]))
         net.load_state_dict(state["model"])
-        described = {"source": base.name, "config": state["config"], "config_digest": state["digest"]}
+        described = {"source": base.name, "config": state["config"], "config_digest": state["digest"],
+                     "sha256": sha256_of(base)}  # fmt: skip
     for parameter in net.parameters():
         parameter.requires_grad_(False)
     return net.eval(), described
 
 
-def patch_corner(rng: np.random.Generator, truth: np.ndarray, coarse_hu: np.ndarray,
+def patch_corner(rng: np.random.Generator, bone: np.ndarray, shape: tuple[int, ...],
                  config: RefineConfig) -> np.ndarray:  # fmt: skip
-    """(z, y, x) of a patch's first voxel: centred on bone with probability `bone_share`, else anywhere."""
-    size = config.patch_voxels
-    shape = np.array(truth.shape)
+    """(z, y, x) of a patch's first voxel: centred on one of the `bone` voxels (truth or coarse
+    output) with probability `bone_share`, else anywhere."""
+    size, extent = config.patch_voxels, np.array(shape)
     if rng.random() < config.bone_share:
-        bone = np.argwhere((truth > BONE_HU) | (coarse_hu > BONE_HU))
-        centre = bone[rng.integers(len(bone))] if len(bone) else shape // 2
+        centre = bone[rng.integers(len(bone))] if len(bone) else extent // 2
     else:
-        centre = rng.integers(0, shape)
-    return np.clip(centre - size // 2, 0, shape - size)
+        centre = rng.integers(0, extent)
+    return np.clip(centre - size // 2, 0, extent - size)
 
 
 def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, corners: list[np.ndarray],
@@ -102,13 +104,17 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     x_mm, y_mm, z_mm = output_axes()
     truth_all = torch.from_numpy(pair.hu) / HU_SCALE
     inner = slice(FINE_LAYERS, size - FINE_LAYERS)
-    predicted, truth = [], []
+    features = head.view_features(pa, lateral)
+    stacked, coarse_patches, truth_patches = [], [], []
     for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
         z, y, x = slice(z0, z0 + size), slice(y0, y0 + size), slice(x0, x0 + size)
-        out = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
-        predicted.append(out[0, 0, inner, inner, inner])
-        truth.append(truth_all[z, y, x][inner, inner, inner])
-    p, t = torch.stack(predicted), torch.stack(truth)
+        coarse_patches.append(coarse[:, :, z, y, x])
+        stacked.append(head.correct(coarse_patches[-1], features, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z]))
+        truth_patches.append(truth_all[z, y, x])
+    batch = torch.cat(stacked).contiguous(memory_format=torch.channels_last_3d)  # ~1.8x faster convs on CPU
+    out = torch.cat(coarse_patches) + head.body(batch)
+    p = out[:, 0, inner, inner, inner]
+    t = torch.stack(truth_patches)[:, inner, inner, inner]
     error = (p - t).abs()
     bone = t > BONE_HU / HU_SCALE
     terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
@@ -128,7 +134,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
     recorded = {**asdict(config), "digest": config.digest(), "stage1": stage1}
     if config_path.exists():
         before = json.loads(config_path.read_text())
-        if before.get("digest") != config.digest() or before.get("stage1") != stage1:
+        if before.get("digest") != config.digest() or before.get("stage1", {}).get("sha256") != stage1["sha256"]:
             raise ValueError(f"{run_dir} holds a run of another config or stage 1: use a new folder")
     config_path.write_text(json.dumps(recorded, indent=1) + "\n")
     torch.manual_seed(config.seed)
@@ -161,7 +167,8 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
                 coarse_outputs[index] = upsampled_coarse(coarse_net, *inputs_of(pair))
         coarse = coarse_outputs[index]
         rng = np.random.default_rng([config.seed, step])
-        corners = [patch_corner(rng, pair.hu, coarse[0, 0].numpy() * HU_SCALE, config) for _ in range(config.patches)]
+        candidates = np.argwhere((pair.hu > BONE_HU) | (coarse[0, 0].numpy() > BONE_HU / HU_SCALE))
+        corners = [patch_corner(rng, candidates, pair.hu.shape, config) for _ in range(config.patches)]
         terms = fine_loss_terms(head, pair, coarse, corners, config.patch_voxels, config.losses)
         optimiser.zero_grad()
         terms["total"].backward()
@@ -189,7 +196,7 @@ def refined_net(checkpoint: Path, base: Path | None = None) -> tuple[RefinedNet,
     """The served network of a stage-2 checkpoint (stage 1 from `base`, default the path it trained on)."""
     state = torch.load(checkpoint, weights_only=False)
     coarse_net, stage1 = load_coarse(base or Path(state["base"]))
-    if stage1 != state["stage1"]:
+    if stage1["sha256"] != state["stage1"]["sha256"]:  # the same weights, wherever the file now lies
         raise ValueError(f"{checkpoint} was trained on another stage 1 than {base}")
     config = RefineConfig(**{**state["config"], "losses": FineLosses(**state["config"]["losses"])})
     head = FineHead(config.channels, config.view_channels)

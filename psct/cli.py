@@ -450,6 +450,9 @@ def export_model(
     metrics: Annotated[
         str | None, typer.Option(help="RESULTS.json:ROW: record that `psct evaluate` row's means in the sidecar")
     ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="a stage-2 checkpoint's stage 1, when it no longer lies where it trained")
+    ] = None,
 ) -> None:
     """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
     from model import __version__
@@ -474,7 +477,11 @@ def export_model(
             typer.echo(f"error: no checkpoint at {checkpoint}", err=True)
             raise typer.Exit(2)
         output = output or Path("model/weights/psct-net.onnx")
-        sidecar = export_psct_net(checkpoint, output, __version__, recorded)
+        try:
+            sidecar = export_psct_net(checkpoint, output, __version__, recorded, base)
+        except (ValueError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(
         f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
         f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)"
