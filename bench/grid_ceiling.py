@@ -3,8 +3,9 @@
 PSCT-Net's stage 1 predicts HU on a grid `pool` times coarser than the 1.5 mm serving grid and
 upsamples trilinearly. Its best possible output is the truth average-pooled to that grid and
 upsampled the same way; this prints how that scores on held-out heads with psct evaluate's
-metrics, next to the shipped model's scores on the same heads: the share of the gap the grid
-explains and the share left to learning.
+metrics, next to exported models' scores on the same heads: the share of the gap the grid
+explains and the share left to learning. `--validation` scores heads of another stream instead:
+compare experiments there, so the held-out set stays a test.
 """
 
 from __future__ import annotations
@@ -38,25 +39,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=5, help="score every Nth held-out head (default 5: 7 heads)")
     parser.add_argument("--pool", type=int, nargs="+", default=[2], help="coarse grid factors (2: 3 mm)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an exported model scored beside them")
+    parser.add_argument("--model", type=Path, action="append", help="exported models scored beside them "
+                        "(repeatable; default the service's)")  # fmt: skip
+    parser.add_argument("--rest", action="store_true", help="score the heads --every leaves out instead")
+    parser.add_argument("--validation", action="store_true", help="heads of the validation stream, not the held-out "
+                        "set: the ones to compare experiments on")  # fmt: skip
     args = parser.parse_args()
+    models = args.model or [DEFAULT_MODEL]
 
     import onnxruntime as ort
 
-    from model.evaluate import held_out_specs, make_case, score
+    from model.evaluate import HELD_OUT_STREAM, VALIDATION_STREAM, held_out_specs, make_case, score
 
-    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
-    specs = held_out_specs()[:: args.every]
+    sessions = {path.name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in models}
+    heads = held_out_specs(stream=VALIDATION_STREAM if args.validation else HELD_OUT_STREAM)
+    every = heads[:: args.every]
+    specs = [s for s in heads if s not in every] if args.rest else every
     rows: dict[str, list[dict[str, float]]] = {f"truth on the {1.5 * p:g} mm grid": [] for p in args.pool}
-    rows[args.model.name] = []
+    rows.update({name: [] for name in sessions})
     start = time.perf_counter()
     for spec in specs:
         case = make_case(spec, "standard")
         for pool in args.pool:
             rows[f"truth on the {1.5 * pool:g} mm grid"].append(score(pooled_and_upsampled(case.truth_hu, pool), case))
-        rows[args.model.name].append(score(session.run(None, case.inputs)[0][0, 0], case))
+        for name, session in sessions.items():
+            rows[name].append(score(session.run(None, case.inputs)[0][0, 0], case))
         print(f"{spec.condition} {spec.age_y:g} y", flush=True)
-    print(f"\n{len(specs)} held-out heads (every {args.every}th), {platform.machine()} with {os.cpu_count()} CPUs, "
+    which = f"all but every {args.every}th" if args.rest else f"every {args.every}th"
+    which = f"{'validation' if args.validation else 'held-out'} heads ({which})"
+    print(f"\n{len(specs)} {which}, {platform.machine()} with {os.cpu_count()} CPUs, "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
     print("| row | " + " | ".join(COLUMNS) + " |")
     print("| --- |" + " --- |" * len(COLUMNS))

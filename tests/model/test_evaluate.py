@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.evaluate import AGE_BANDS_Y, check_disjoint, held_out_specs, make_case, run_evaluation
+from model.evaluate import AGE_BANDS_Y, VALIDATION_STREAM, check_disjoint, held_out_specs, make_case, run_evaluation
 from model.skull import CONDITIONS
 from service.settings import PHYSICS_BASELINE
 
@@ -19,6 +19,13 @@ def test_the_held_out_set_spans_every_band_and_condition_and_never_changes() -> 
     for low, high in AGE_BANDS_Y:
         assert sum(low <= s.age_y < high for s in specs) == len(CONDITIONS)
     check_disjoint(specs, training_pairs=2000, training_seed=0)
+
+
+def test_the_validation_heads_are_neither_held_out_nor_training_heads() -> None:
+    validation = held_out_specs(stream=VALIDATION_STREAM)
+    assert {s.condition for s in validation} == set(CONDITIONS) and len(validation) == len(held_out_specs())
+    assert not {s.seed for s in validation} & {s.seed for s in held_out_specs()}
+    check_disjoint(validation, training_pairs=2000, training_seed=0)
 
 
 def test_the_variants_change_what_they_say_and_nothing_else() -> None:
