@@ -172,6 +172,7 @@ def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dic
                     "config_digest": state["digest"],
                     "steps": state["step"],
                     "stage1_source": stage1["source"],
+                    "stage1_sha256": stage1["sha256"],
                 },
             },  # fmt: skip
             "architecture": net.config,
