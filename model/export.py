@@ -117,6 +117,8 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
     state = torch.load(checkpoint, weights_only=False)
     if "head" in state:
         return export_refined(checkpoint, onnx_path, version, metrics, base)
+    if base is not None:
+        raise ValueError(f"{checkpoint} is a stage-1 checkpoint: it has no base, drop --base {base}")
     config = TrainConfig.from_dict(state["config"])
     net = build(config)
     net.load_state_dict(state["model"])

@@ -45,10 +45,10 @@ class FineHead(nn.Module):
     def view_features(self, pa: torch.Tensor, lateral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.views[0](pa), self.views[1](lateral)
 
-    def correct(self, coarse: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor], pa_matrix: torch.Tensor,
+    def head_inputs(self, coarse: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor], pa_matrix: torch.Tensor,
                 lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
                 z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """The stacked head inputs of one grid (the body runs on a batch of them)."""
+        """The body's input on one grid: coarse HU and both views back-projected (the body runs on a batch)."""
         pa, lateral = (
             back_project(f, m[None], x_mm, y_mm, z_mm)
             for f, m in zip(features, (pa_matrix, lateral_matrix), strict=True)
@@ -58,7 +58,7 @@ class FineHead(nn.Module):
     def forward(self, coarse: torch.Tensor, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
                 lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
                 z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        stacked = self.correct(coarse, self.view_features(pa, lateral), pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+        stacked = self.head_inputs(coarse, self.view_features(pa, lateral), pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
         return coarse + self.body(stacked)
 
 

@@ -98,14 +98,22 @@ def inputs_of(pair: TrainingPair) -> tuple[torch.Tensor, ...]:
             torch.from_numpy(pair.pa_matrix), torch.from_numpy(pair.lateral_matrix))  # fmt: skip
 
 
+def hu_terms(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The HU terms of both stages (HU / HU_SCALE; volumes in the last three dimensions)."""
+    error = (predicted - truth).abs()
+    bone = truth > BONE_HU / HU_SCALE
+    terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
+    terms["gradient"] = sum(
+        (torch.diff(predicted, dim=d) - torch.diff(truth, dim=d)).abs().mean() for d in (-3, -2, -1)
+    )  # type: ignore[assignment]
+    return terms
+
+
 def loss_terms(net: PSCTNet, pair: TrainingPair, weights: Losses) -> dict[str, torch.Tensor]:
     inputs = inputs_of(pair)
     predicted = net.coarse(*inputs)[0, 0]
     truth = torch.from_numpy(pair.hu) / HU_SCALE
-    error = (predicted - truth).abs()
-    bone = truth > BONE_HU / HU_SCALE
-    terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
-    terms["gradient"] = sum((torch.diff(predicted, dim=d) - torch.diff(truth, dim=d)).abs().mean() for d in range(3))  # type: ignore[assignment]
+    terms = hu_terms(predicted, truth)
     # Attenuation-like volumes (air 0) projected onto each view's detector at PROJECTION_PX.
     projection = predicted.new_zeros(())
     axes = (net.x_mm, net.y_mm, net.z_mm)

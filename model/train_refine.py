@@ -21,7 +21,7 @@ from model.dataset import PairStream, TrainingPair, ct_sources
 from model.export import sha256_of
 from model.network import HU_SCALE, PSCTNet
 from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_coarse
-from model.train import BONE_HU, TrainConfig, build, inputs_of, plot_losses
+from model.train import BONE_HU, TrainConfig, build, hu_terms, inputs_of, plot_losses
 
 
 @dataclass(frozen=True)
@@ -112,16 +112,15 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
         z, y, x = slice(z0, z0 + size), slice(y0, y0 + size), slice(x0, x0 + size)
         coarse_patches.append(coarse[:, :, z, y, x])
-        stacked.append(head.correct(coarse_patches[-1], features, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z]))
+        stacked.append(
+            head.head_inputs(coarse_patches[-1], features, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
+        )
         truth_patches.append(truth_all[z, y, x])
     batch = torch.cat(stacked).contiguous(memory_format=torch.channels_last_3d)  # ~1.8x faster convs on CPU
     out = torch.cat(coarse_patches) + head.body(batch)
     p = out[:, 0, inner, inner, inner]
     t = torch.stack(truth_patches)[:, inner, inner, inner]
-    error = (p - t).abs()
-    bone = t > BONE_HU / HU_SCALE
-    terms = {"l1": error.mean(), "bone": (error * bone).sum() / bone.sum().clamp(min=1)}
-    terms["gradient"] = sum((torch.diff(p, dim=d) - torch.diff(t, dim=d)).abs().mean() for d in (1, 2, 3))  # type: ignore[assignment]
+    terms = hu_terms(p, t)
     terms["total"] = sum(getattr(weights, name) * terms[name] for name in asdict(weights))  # type: ignore[assignment]
     return terms
 

@@ -82,6 +82,13 @@ def test_a_composite_or_baseline_export_is_refused_as_stage1(stage2: Path, tmp_p
         coarse_from_onnx(baseline)
 
 
+def test_a_base_for_a_stage1_checkpoint_is_refused(stage1: Path, tmp_path: Path) -> None:
+    """--base only says where a stage-2 checkpoint's stage 1 lies; on stage 1 it would be ignored."""
+    with pytest.raises(ValueError, match="stage-1 checkpoint"):
+        export_psct_net(stage1.parent / "checkpoint.pt", tmp_path / "x.onnx", "test", base=stage1)
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_an_interrupted_stage2_resumes_to_the_same_weights(stage1: Path, stage2: Path, cache: Path,
                                                            tmp_path: Path) -> None:  # fmt: skip
     config = RefineConfig.from_json(TINY_REFINE)

@@ -77,6 +77,26 @@ def test_a_few_steps_on_one_pair_reduce_its_loss(cache: Path) -> None:
     assert float(loss_terms(net, pair, config.losses)["total"]) < 0.8 * first
 
 
+def test_the_hu_terms_are_the_stated_means() -> None:
+    """Both stages' HU terms on a case worked by hand: a 4^3 volume, one bone voxel, errors known."""
+    from model.network import HU_SCALE
+    from model.train import hu_terms
+
+    truth = torch.zeros(4, 4, 4)
+    truth[1, 2, 3] = 1000.0 / HU_SCALE
+    predicted = truth + 0.25
+    predicted[1, 2, 3] = truth[1, 2, 3] - 0.5  # the bone voxel off by 0.5 the other way
+    terms = hu_terms(predicted, truth)
+    assert float(terms["l1"]) == pytest.approx((63 * 0.25 + 0.5) / 64)
+    assert float(terms["bone"]) == pytest.approx(0.5)
+    # The error field is 0.25 with a -0.5 dip at one voxel: along each axis the dip makes two
+    # differences of 0.75 (one where it is the voxel's last neighbour on that axis: x = 3).
+    per_axis = [2 * 0.75 / 48, 2 * 0.75 / 48, 0.75 / 48]
+    assert float(terms["gradient"]) == pytest.approx(sum(per_axis))
+    batched = hu_terms(torch.stack([predicted, truth]), torch.stack([truth, truth]))  # stage 2's patch batches
+    assert float(batched["bone"]) == pytest.approx(0.25)
+
+
 def test_the_exported_onnx_matches_pytorch_within_1_hu(straight_run: Path, cache: Path, tmp_path: Path) -> None:
     """Acceptance (issue 5): max |ONNX - PyTorch| <= 1 HU on phantom inputs (and random ones, in export)."""
     sidecar = export_psct_net(straight_run / "checkpoint.pt", tmp_path / "net.onnx", "test")
