@@ -140,13 +140,13 @@ def test_the_geometry_free_model_ignores_the_matrices(cache: Path) -> None:
     torch.testing.assert_close(one, other)
 
 
-def test_the_bone_0_5_configs_differ_from_their_namesakes_only_in_the_bone_weight() -> None:
+def test_the_bone_2_configs_differ_from_their_namesakes_only_in_the_bone_weight() -> None:
     """The loss-weight experiment (model/MODEL_CARD.md) changes one thing, or its rows compare nothing."""
     from dataclasses import asdict
 
     folder = TINY.parent
     for name in ("reference", "geometry-free", "no-attention"):
         base = asdict(TrainConfig.from_json(folder / f"{name}.json"))
-        variant = asdict(TrainConfig.from_json(folder / "bone-0.5" / f"{name}.json"))
-        assert variant["losses"].pop("bone") == 0.5 and base["losses"].pop("bone") == 2.0
+        variant = asdict(TrainConfig.from_json(folder / "bone-2" / f"{name}.json"))
+        assert variant["losses"].pop("bone") == 2.0 and base["losses"].pop("bone") == 0.5
         assert {k: v for k, v in variant.items() if k != "name"} == {k: v for k, v in base.items() if k != "name"}
