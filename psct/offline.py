@@ -42,7 +42,7 @@ def reconstruct_files(pa: Path, lateral: Path, output: Path, preview: Path | Non
         bar.update(1)
         # Offline runs have no job: a fresh id, so two runs never share UIDs.
         datasets = ct_series(
-            volume, runtime.voxel_mm, pa_ds, lateral_ds, uuid.uuid4().hex, runtime.sidecar, datetime.now(UTC)
+            volume, runtime.voxel_mm, pa_ds, lateral_ds, uuid.uuid4().hex, runtime.sidecar, datetime.now(UTC), notes
         )
         output.mkdir(parents=True, exist_ok=True)
         for ds in datasets:

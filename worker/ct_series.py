@@ -116,6 +116,15 @@ def derivation(model: dict) -> str:
     )
 
 
+def comments(model: dict, geometry_notes: list[str] | None) -> str:
+    """ImageComments (LT, 10,240 characters): the derivation, then every geometry default or
+    approximation used, because a default distance scales the whole volume (MODEL_CARD)."""
+    text = derivation(model)
+    if geometry_notes:
+        text += " Geometry defaults and approximations used: " + "; ".join(geometry_notes) + "."
+    return text[:10240]
+
+
 def ct_series(
     volume_hu: np.ndarray,
     voxel_mm: float,
@@ -124,6 +133,7 @@ def ct_series(
     job_id: str,
     model: dict,
     when: datetime,
+    geometry_notes: list[str] | None = None,
 ) -> list[Dataset]:
     """One CT instance per axial slice of `volume_hu` (z, y, x; LPS grid centred on the isocentre)."""
     uids = SeriesUids.for_job(job_id)
@@ -156,7 +166,7 @@ def ct_series(
     shared.InstanceCreationDate, shared.InstanceCreationTime = date, time
     shared.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     shared.DerivationDescription = derivation(model)
-    shared.ImageComments = shared.DerivationDescription
+    shared.ImageComments = comments(model, geometry_notes)
     shared.SourceImageSequence = _sources([pa, lateral])
     shared.ContributingEquipmentSequence = _contributing_equipment(
         str(model.get("name")), str(model.get("version")), when

@@ -58,7 +58,7 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
         lateral = dcmread(settings.home / str(job.lateral_path))
         volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p), stage)
         with stage("encode"):
-            write_outputs(job_id, volume, pa, lateral, runtime, settings)
+            write_outputs(job_id, volume, pa, lateral, runtime, settings, notes)
         store.update(
             job_id,
             progress=0.8,
@@ -78,9 +78,17 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
 
 
 def write_outputs(
-    job_id: str, volume: np.ndarray, pa: Dataset, lateral: Dataset, runtime: ModelRuntime, settings: Settings
+    job_id: str,
+    volume: np.ndarray,
+    pa: Dataset,
+    lateral: Dataset,
+    runtime: ModelRuntime,
+    settings: Settings,
+    geometry_notes: list[str],
 ) -> list[Path]:
-    datasets = ct_series(volume, runtime.voxel_mm, pa, lateral, job_id, runtime.sidecar, datetime.now(UTC))
+    datasets = ct_series(
+        volume, runtime.voxel_mm, pa, lateral, job_id, runtime.sidecar, datetime.now(UTC), geometry_notes
+    )
     paths = files.write_series(settings.home, job_id, datasets)
     files.write_file(files.preview_path(settings.home, job_id), preview_png(volume, caption_for(runtime.sidecar)))
     return paths

@@ -110,3 +110,22 @@ def test_patient_names_survive_into_the_series(pair, volume, charset: str, name:
     written = io.BytesIO()
     out[0].save_as(written, enforce_file_format=True)
     assert str(dcmread(io.BytesIO(written.getvalue())).PatientName) == name
+
+
+def test_geometry_defaults_used_are_written_into_every_instance(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A default distance rescales the whole volume (MODEL_CARD): the series itself must say so.
+    pa = pair.pa.copy()
+    for keyword in ("DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor"):
+        if keyword in pa:
+            delattr(pa, keyword)
+    runtime = cached(DEFAULT_MODEL)
+    volume, notes = reconstruct(pa, pair.lateral, runtime)
+    assert any("DistanceSourceToDetector absent" in note for note in notes)
+    instances = ct_series(volume, runtime.voxel_mm, pa, pair.lateral, JOB_ID, runtime.sidecar, datetime.now(UTC), notes)
+    for ds in (instances[0], instances[-1]):
+        assert ds.ImageComments.startswith(ds.DerivationDescription)
+        assert all(note in ds.ImageComments for note in notes)
+    path = write_series(tmp_path, JOB_ID, instances[:1])[0]
+    assert dciodvfy_errors(path) == []
+    # Without defaults, the comments are the derivation alone.
+    assert series(pair, volume)[0].ImageComments == series(pair, volume)[0].DerivationDescription
