@@ -208,3 +208,27 @@ def test_scaled_path_on_redis_with_a_separate_worker_process(
     finally:
         seconds = stop_process(worker, STOP_LIMIT_S)
     assert seconds < STOP_LIMIT_S
+
+
+@pytest.mark.slow
+def test_geometry_defaults_reach_the_job_and_the_series(
+    pair_files: PairFiles, psct_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pydicom import dcmread
+
+    apply_env({"PSCT_DESTINATIONS": ""}, monkeypatch)
+    settings = get_settings()
+    store = JobStore(settings.database)
+    pa = dcmread(pair_files.pa)
+    for keyword in ("DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor"):
+        if keyword in pa:
+            delattr(pa, keyword)
+    pa.save_as(tmp_path / "pa.dcm", enforce_file_format=True)
+    job_id = _submit(PairFiles(tmp_path / "pa.dcm", pair_files.lateral, pair_files.study_uid))
+    run_reconstruction(job_id, store, settings)
+    job = TestClient(create_app()).get(f"/reconstructions/{job_id}").json()
+    assert job["status"] == SUCCEEDED, job
+    assert any("DistanceSourceToDetector absent, default 1000 mm" in note for note in job["geometry_notes"])
+    first = sorted((settings.home / "results" / job_id / "series").iterdir())[0]
+    comments = dcmread(first).ImageComments
+    assert all(note in comments for note in job["geometry_notes"]), comments
