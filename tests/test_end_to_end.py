@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from model.dx_writer import OPTIONAL_GEOMETRY
 from service.api import create_app
 from service.settings import get_settings
 from service.store import FAILED, SENT, SUCCEEDED, JobStore
@@ -220,7 +221,7 @@ def test_geometry_defaults_reach_the_job_and_the_series(
     settings = get_settings()
     store = JobStore(settings.database)
     pa = dcmread(pair_files.pa)
-    for keyword in ("DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor"):
+    for keyword in OPTIONAL_GEOMETRY:  # the distance tags a vendor may leave out
         if keyword in pa:
             delattr(pa, keyword)
     pa.save_as(tmp_path / "pa.dcm", enforce_file_format=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from model.dx_writer import OPTIONAL_GEOMETRY
 from model.simulate import simulate_pair
 from service.files import write_series
 from service.settings import DEFAULT_MODEL
@@ -115,7 +116,7 @@ def test_patient_names_survive_into_the_series(pair, volume, charset: str, name:
 def test_geometry_defaults_used_are_written_into_every_instance(pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # A default distance rescales the whole volume (MODEL_CARD): the series itself must say so.
     pa = pair.pa.copy()
-    for keyword in ("DistanceSourceToDetector", "DistanceSourceToPatient", "EstimatedRadiographicMagnificationFactor"):
+    for keyword in OPTIONAL_GEOMETRY:  # the distance tags a vendor may leave out
         if keyword in pa:
             delattr(pa, keyword)
     runtime = cached(DEFAULT_MODEL)
