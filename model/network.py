@@ -149,11 +149,15 @@ class PSCTNet(nn.Module):
 
     def _lift(self, view: int, image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         features = self.encoders[view](image)
-        features = torch.cat([features, torch.ones_like(features[:, :1])], 1)  # + coverage
-        if self.dense is not None:
-            return self.dense[view](features, self.coarse_shape)
-        matrix = scale_matrix(matrix, features.shape[-1] / INPUT_SHAPE_PX[1])[None]
-        return back_project(features, matrix, self.x_mm, self.y_mm, self.z_mm)
+        # Lifting stays float32 when training autocasts the convolutions to bfloat16: its 8-bit
+        # mantissa would put a detector position 1 in 128 of the field off (pixels, not rounding).
+        with torch.autocast(image.device.type, enabled=False):
+            features = features.float()
+            features = torch.cat([features, torch.ones_like(features[:, :1])], 1)  # + coverage
+            if self.dense is not None:
+                return self.dense[view](features, self.coarse_shape)
+            matrix = scale_matrix(matrix.float(), features.shape[-1] / INPUT_SHAPE_PX[1])[None]
+            return back_project(features, matrix, self.x_mm, self.y_mm, self.z_mm)
 
     def coarse(
         self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor

@@ -36,7 +36,11 @@ class Losses:
 
 
 # Config fields added after the first runs, with the value those runs had.
-LATER_FIELDS = {"lifting": "geometry", "ct_dir": None}
+LATER_FIELDS = {"lifting": "geometry", "ct_dir": None, "precision": "float32"}
+# "bfloat16": convolutions autocast to bfloat16 (faster where the CPU has AVX512-BF16 or AMX: the
+# MODEL_CARD has the figures); weights, optimiser, geometry and losses stay float32, and so do
+# export and serving.
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class TrainConfig:
     attention: bool = True
     lifting: str = "geometry"  # "dense": the geometry-free baseline (model/network.py)
     ct_dir: str | None = None  # real CTs instead of phantoms (model/dataset.py ct_sources)
+    precision: str = "float32"  # of the convolutions while training (PRECISIONS)
     seed: int = 0
     checkpoint_every: int = 100
     losses: Losses = field(default_factory=Losses)
@@ -69,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"{where}: unknown loss terms {sorted(unknown)}")
         raw["losses"] = Losses(**losses)
         raw["widths"] = tuple(raw.get("widths", cls.widths))
+        if raw.get("precision", cls.precision) not in PRECISIONS:
+            raise ValueError(f"{where}: precision must be one of {PRECISIONS}, got {raw['precision']!r}")
         return cls(**raw)
 
     @classmethod
@@ -109,9 +116,12 @@ def hu_terms(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Te
     return terms
 
 
-def loss_terms(net: PSCTNet, pair: TrainingPair, weights: Losses) -> dict[str, torch.Tensor]:
+def loss_terms(
+    net: PSCTNet, pair: TrainingPair, weights: Losses, precision: str = "float32"
+) -> dict[str, torch.Tensor]:
     inputs = inputs_of(pair)
-    predicted = net.coarse(*inputs)[0, 0]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        predicted = net.coarse(*inputs)[0, 0].float()
     truth = torch.from_numpy(pair.hu) / HU_SCALE
     terms = hu_terms(predicted, truth)
     # Attenuation-like volumes (air 0) projected onto each view's detector at PROJECTION_PX.
@@ -169,7 +179,7 @@ def train(config: TrainConfig, run_dir: Path, cache: Path | None = None, log=pri
     net.train()
     tick = time.perf_counter()
     for step, index in _indices(config, start):
-        terms = loss_terms(net, stream[index], config.losses)
+        terms = loss_terms(net, stream[index], config.losses, config.precision)
         optimiser.zero_grad()
         terms["total"].backward()
         optimiser.step()

@@ -59,7 +59,8 @@ def test_another_config_never_resumes_a_run(straight_run: Path, cache: Path) -> 
         train(other, straight_run, cache, log=lambda _: None)
 
 
-def test_a_few_steps_on_one_pair_reduce_its_loss(cache: Path) -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_few_steps_on_one_pair_reduce_its_loss(cache: Path, precision: str) -> None:
     """Not a quality claim: the gradients of every term point downhill (8 Adam steps, one pair)."""
     from model.train import loss_terms
 
@@ -69,7 +70,7 @@ def test_a_few_steps_on_one_pair_reduce_its_loss(cache: Path) -> None:
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     first = None
     for _ in range(8):
-        terms = loss_terms(net, pair, config.losses)
+        terms = loss_terms(net, pair, config.losses, precision)
         first = first if first is not None else float(terms["total"])
         optimiser.zero_grad()
         terms["total"].backward()
@@ -114,6 +115,31 @@ def test_the_exported_onnx_matches_pytorch_within_1_hu(straight_run: Path, cache
     assert np.abs(got - expected).max() <= 1.0
 
 
+def test_bfloat16_training_keeps_the_lifting_geometry_in_float32(cache: Path) -> None:
+    """Under bfloat16 autocast the convolutions round, but the projection matrices must not: in
+    bfloat16 a detector position is off by up to 1/256 of the field, a pixel or more at 64 px."""
+    from model.network import scale_matrix
+    from model.projector import back_project
+
+    config = TrainConfig.from_json(TINY)
+    net = build(config)
+    pa, _, pa_matrix, _ = inputs_of(PairStream(config.pairs, config.base_seed, config.truth_pool, cache)[0])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        features = net.encoders[0](pa)
+        lifted = net._lift(0, pa, pa_matrix)
+    assert features.dtype == torch.bfloat16 and lifted.dtype == torch.float32
+    features = torch.cat([features.float(), torch.ones_like(features[:, :1], dtype=torch.float32)], 1)
+    matrix = scale_matrix(pa_matrix, features.shape[-1] / pa.shape[-1])[None]
+    expected = back_project(features, matrix, net.x_mm, net.y_mm, net.z_mm)
+    assert float(expected[:, -1].mean()) > 0.1  # the coverage channel: rays reach the grid
+    torch.testing.assert_close(lifted, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig.from_dict({**json.loads(TINY.read_text()), "precision": "float16"})
+
+
 def test_the_comparison_models_have_psct_nets_size() -> None:
     """Issue 5's rows (b) geometry-free and (c) no attention: parameter counts within 5 % of PSCT-Net."""
     folder = TINY.parent
@@ -150,3 +176,13 @@ def test_the_bone_2_configs_differ_from_their_namesakes_only_in_the_bone_weight(
         variant = asdict(TrainConfig.from_json(folder / "bone-2" / f"{name}.json"))
         assert variant["losses"].pop("bone") == 2.0 and base["losses"].pop("bone") == 0.5
         assert {k: v for k, v in variant.items() if k != "name"} == {k: v for k, v in base.items() if k != "name"}
+
+
+def test_the_bfloat16_reference_differs_from_the_reference_only_in_precision() -> None:
+    """The precision experiment (model/MODEL_CARD.md) changes one thing, or its rows compare nothing."""
+    from dataclasses import asdict
+
+    base = asdict(TrainConfig.from_json(TINY.parent / "reference.json"))
+    variant = asdict(TrainConfig.from_json(TINY.parent / "bfloat16" / "reference.json"))
+    assert (base.pop("precision"), variant.pop("precision")) == ("float32", "bfloat16")
+    assert {k: v for k, v in variant.items() if k != "name"} == {k: v for k, v in base.items() if k != "name"}
