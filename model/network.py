@@ -149,8 +149,9 @@ class PSCTNet(nn.Module):
 
     def _lift(self, view: int, image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         features = self.encoders[view](image)
-        # Lifting stays float32 when training autocasts the convolutions to bfloat16: its 8-bit
-        # mantissa would put a detector position 1 in 128 of the field off (pixels, not rounding).
+        # Lifting stays float32 when training autocasts the convolutions to bfloat16: with 8
+        # significant bits the sampling positions would round by up to 1/512 of the detector
+        # (0.125 px of the 64 px feature maps) and the lifted features by up to 0.4 %.
         with torch.autocast(image.device.type, enabled=False):
             features = features.float()
             features = torch.cat([features, torch.ones_like(features[:, :1])], 1)  # + coverage

@@ -116,8 +116,8 @@ def test_the_exported_onnx_matches_pytorch_within_1_hu(straight_run: Path, cache
 
 
 def test_bfloat16_training_keeps_the_lifting_geometry_in_float32(cache: Path) -> None:
-    """Under bfloat16 autocast the convolutions round, but the projection matrices must not: in
-    bfloat16 a detector position is off by up to 1/256 of the field, a pixel or more at 64 px."""
+    """Under bfloat16 autocast the convolutions round, but the lifting must not: grid_sample would
+    take bfloat16 sampling positions (up to 1/512 of the detector off) and round what it lifts."""
     from model.network import scale_matrix
     from model.projector import back_project
 
