@@ -65,7 +65,7 @@ def main() -> None:
         for name, session in sessions.items():
             rows[name].append(score(session.run(None, case.inputs)[0][0, 0], case))
         print(f"{spec.condition} {spec.age_y:g} y", flush=True)
-    which = f"all but every {args.every}th" if args.rest else f"every {args.every}th"
+    which = f"all but every {args.every}th" if args.rest else "all" if args.every == 1 else f"every {args.every}th"
     which = f"{'validation' if args.validation else 'held-out'} heads ({which})"
     print(f"\n{len(specs)} {which}, {platform.machine()} with {os.cpu_count()} CPUs, "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
