@@ -166,23 +166,29 @@ def test_the_geometry_free_model_ignores_the_matrices(cache: Path) -> None:
     torch.testing.assert_close(one, other)
 
 
-def test_the_bone_2_configs_differ_from_their_namesakes_only_in_the_bone_weight() -> None:
-    """The loss-weight experiment (model/MODEL_CARD.md) changes one thing, or its rows compare nothing."""
+def flat_config(path: Path) -> dict:
     from dataclasses import asdict
 
-    folder = TINY.parent
-    for name in ("reference", "geometry-free", "no-attention"):
-        base = asdict(TrainConfig.from_json(folder / f"{name}.json"))
-        variant = asdict(TrainConfig.from_json(folder / "bone-2" / f"{name}.json"))
-        assert variant["losses"].pop("bone") == 2.0 and base["losses"].pop("bone") == 0.5
-        assert {k: v for k, v in variant.items() if k != "name"} == {k: v for k, v in base.items() if k != "name"}
+    fields = asdict(TrainConfig.from_json(path))
+    del fields["name"]
+    return {**{k: v for k, v in fields.items() if k != "losses"}, **{f"losses.{k}": v for k, v in fields["losses"].items()}}
 
 
-def test_the_bfloat16_reference_differs_from_the_reference_only_in_precision() -> None:
-    """The precision experiment (model/MODEL_CARD.md) changes one thing, or its rows compare nothing."""
-    from dataclasses import asdict
+# Each experiment of model/MODEL_CARD.md against its base, and the one thing it changes: if more
+# changed, its rows compare nothing.
+EXPERIMENTS = [
+    *((f"bone-2/{name}", f"bone-0.5/{name}", {"losses.bone"}) for name in ("reference", "geometry-free", "no-attention")),
+    ("bfloat16/reference", "bone-0.5/reference", {"precision"}),
+    *((f"bfloat16/bone-{w}-500-steps", "bfloat16/reference", {"losses.bone", "steps"}) for w in ("0.1", "0.25", "1")),
+    ("reference", "bfloat16/reference", {"losses.bone"}),
+    ("geometry-free", "reference", {"lifting", "widths"}),
+    ("no-attention", "reference", {"attention"}),
+    ("bone-0.5/geometry-free", "bone-0.5/reference", {"lifting", "widths"}),
+    ("bone-0.5/no-attention", "bone-0.5/reference", {"attention"}),
+]
 
-    base = asdict(TrainConfig.from_json(TINY.parent / "reference.json"))
-    variant = asdict(TrainConfig.from_json(TINY.parent / "bfloat16" / "reference.json"))
-    assert (base.pop("precision"), variant.pop("precision")) == ("float32", "bfloat16")
-    assert {k: v for k, v in variant.items() if k != "name"} == {k: v for k, v in base.items() if k != "name"}
+
+@pytest.mark.parametrize(("variant", "base", "changed"), EXPERIMENTS, ids=[e[0] for e in EXPERIMENTS])
+def test_an_experiment_config_differs_from_its_base_only_in_what_it_tests(variant: str, base: str, changed: set) -> None:
+    one, other = flat_config(TINY.parent / f"{variant}.json"), flat_config(TINY.parent / f"{base}.json")
+    assert {key for key in one if one[key] != other[key]} == changed
