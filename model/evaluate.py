@@ -7,6 +7,7 @@ with the machine and the time it ran; nothing here is tuned on these heads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -133,12 +134,13 @@ def score(predicted: np.ndarray, case: Case) -> dict[str, float]:
 
 def evaluate(models: dict[str, Path], specs: list[PairSpec], variants: tuple[str, ...] = VARIANTS,
              log=print, robust: set[str] | None = None) -> dict:  # type: ignore[no-untyped-def]  # fmt: skip
-    """{model: {variant: [per-case scores]}}: every model on the standard cases, the `robust` ones
-    (default: all) on the other variants too."""
+    """{model: {"sha256": of its file, variant: [per-case scores]}}: every model on the standard cases,
+    the `robust` ones (default: all) on the other variants too."""
     sessions = {
         name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in models.items()
     }
-    results: dict = {name: {v: [] for v in variants} for name in models}
+    # The file's digest ties a row to the exact model scored (psct record-metrics checks it).
+    results: dict = {name: {"sha256": sha256_of(path)} | {v: [] for v in variants} for name, path in models.items()}
     for variant in variants:
         scored = [n for n in sessions if variant == "standard" or robust is None or n in robust]
         for spec in specs if scored else []:
@@ -153,6 +155,30 @@ def evaluate(models: dict[str, Path], specs: list[PairSpec], variants: tuple[str
 
 COLUMNS = ("psnr_db", "ssim", "mae_hu", "bone_dice", "assd_mm", "hd95_mm", "icv_error_pct", "ci_error_points",
            "suture_accuracy")  # fmt: skip
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_metrics(onnx_path: Path, results_path: Path, row: str) -> dict:
+    """Write one `psct evaluate` row's means into an exported model's sidecar, without re-exporting:
+    only when the row was scored on this very file and the file is the one its sidecar describes."""
+    sidecar_path = onnx_path.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    digest = sha256_of(onnx_path)
+    if sidecar.get("sha256") != digest:
+        raise ValueError(f"{onnx_path} does not match the sha256 of its sidecar {sidecar_path}")
+    results = json.loads(results_path.read_text())
+    if row not in results:
+        raise ValueError(f"{results_path} has no row {row!r} (rows: {', '.join(results)})")
+    scored = results[row].get("sha256")
+    if scored != digest:
+        what = "records no model sha256" if scored is None else f"scored another file (sha256 {scored[:12]}…)"
+        raise ValueError(f"row {row!r} of {results_path} {what}, not {onnx_path} (sha256 {digest[:12]}…)")
+    sidecar["metrics"] = {"source": str(results_path), "row": row, **row_means(results, row)}
+    sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
 
 
 def row_means(results: dict, row: str) -> dict[str, float]:

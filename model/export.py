@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import onnxruntime as ort
 import torch
 
 from model.baseline import PhysicsBaseline
+from model.evaluate import sha256_of
 from model.geometry import GeometryTags, projection_matrix, resolve_view
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.preprocess import INPUT_SHAPE_PX
@@ -25,10 +25,6 @@ VERIFY_RTOL = 1e-5
 # A trained 3D U-Net sums over many more terms (measured 0.19 HU on the reference run): issue 5's
 # acceptance, <= 1 HU, is its tolerance.
 LEARNED_ATOL_HU = 1.0
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def example_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -108,15 +104,14 @@ def module_shape(module: torch.nn.Module) -> tuple[int, int, int]:
     return (len(module.z_mm), len(module.y_mm), len(module.x_mm))  # type: ignore[arg-type]
 
 
-def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None,
-                    base: Path | None = None) -> dict:  # fmt: skip
+def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, base: Path | None = None) -> dict:
     """A trained checkpoint (model/train.py, or a stage-2 one of model/train_refine.py) as the served
     ONNX model, its training recorded."""
     from model.train import TrainConfig, build
 
     state = torch.load(checkpoint, weights_only=False)
     if "head" in state:
-        return export_refined(checkpoint, onnx_path, version, metrics, base)
+        return export_refined(checkpoint, onnx_path, version, base)
     if base is not None:
         raise ValueError(f"{checkpoint} is a stage-1 checkpoint: it has no base, drop --base {base}")
     config = TrainConfig.from_dict(state["config"])
@@ -141,14 +136,13 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, metrics: di
             },  # fmt: skip
             "architecture": net.config,
             "parameters": sum(p.numel() for p in net.parameters()),
-            "metrics": metrics,
+            "metrics": None,  # psct record-metrics, once `psct evaluate` has scored this file
         },
         LEARNED_ATOL_HU,
     )
 
 
-def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dict | None = None,
-                   base: Path | None = None) -> dict:  # fmt: skip
+def export_refined(checkpoint: Path, onnx_path: Path, version: str, base: Path | None = None) -> dict:
     """Stage 1 (from `base`, default where it was when stage 2 trained) and the fine head as one ONNX
     file; the sidecar's `training` is stage 1's (as for a coarse export), the head's run under `stage2`."""
     from model.train_refine import refined_net
@@ -179,7 +173,7 @@ def export_refined(checkpoint: Path, onnx_path: Path, version: str, metrics: dic
             },  # fmt: skip
             "architecture": net.config,
             "parameters": sum(p.numel() for p in net.parameters()),
-            "metrics": metrics,
+            "metrics": None,  # psct record-metrics, once `psct evaluate` has scored this file
         },
         LEARNED_ATOL_HU,
     )

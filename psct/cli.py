@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -447,27 +446,13 @@ def export_model(
     checkpoint: Annotated[
         Path | None, typer.Option(help="a training checkpoint to export; without it, the physics baseline")
     ] = None,
-    metrics: Annotated[
-        str | None, typer.Option(help="RESULTS.json:ROW: record that `psct evaluate` row's means in the sidecar")
-    ] = None,
     base: Annotated[
         Path | None, typer.Option(help="a stage-2 checkpoint's stage 1, when it no longer lies where it trained")
     ] = None,
 ) -> None:
     """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
     from model import __version__
-    from model.evaluate import row_means
     from model.export import export_physics_baseline, export_psct_net
-
-    recorded = None
-    if metrics is not None:
-        results, _, row = metrics.rpartition(":")
-        try:
-            recorded = {"source": results, "row": row, **row_means(json.loads(Path(results).read_text()), row)}
-        except (OSError, ValueError, KeyError) as exc:
-            typer.echo(f"error: --metrics wants RESULTS.json:ROW of a psct evaluate run, got {metrics!r} ({exc})",
-                       err=True)  # fmt: skip
-            raise typer.Exit(2) from None
 
     if checkpoint is None:
         output = output or Path("model/weights/physics-baseline.onnx")
@@ -478,7 +463,7 @@ def export_model(
             raise typer.Exit(2)
         output = output or Path("model/weights/psct-net.onnx")
         try:
-            sidecar = export_psct_net(checkpoint, output, __version__, recorded, base)
+            sidecar = export_psct_net(checkpoint, output, __version__, base)
         except (ValueError, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -486,6 +471,25 @@ def export_model(
         f"wrote {output} sha256 {sidecar['sha256']} (max |ONNX - torch| "
         f"{sidecar['export_check']['max_abs_diff_hu']:.2g} HU)"
     )
+
+
+@app.command("record-metrics")
+def record_metrics(
+    model: Annotated[Path, typer.Argument(help="an exported .onnx file with its JSON sidecar beside it")],
+    metrics: Annotated[str, typer.Option(help="RESULTS.json:ROW of a `psct evaluate` run that scored this file")],
+) -> None:
+    """Record an evaluation row's means in a model's sidecar without re-exporting (sha256-checked)."""
+    from model.evaluate import record_metrics as record
+
+    results, _, row = metrics.rpartition(":")
+    try:
+        sidecar = record(model, Path(results), row)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    recorded = sidecar["metrics"]
+    typer.echo(f"{model.with_suffix('.json')}: {row} PSNR {recorded['psnr_db']:.3g} dB, "
+               f"bone Dice {recorded['bone_dice']:.3g} on {recorded['heads']} heads")  # fmt: skip
 
 
 def main() -> None:

@@ -88,3 +88,12 @@ def test_reconstruct_names_a_bad_input(tmp_path: Path) -> None:
     (tmp_path / "junk.dcm").write_bytes(b"junk")
     result = run("reconstruct", str(tmp_path / "junk.dcm"), str(tmp_path / "junk.dcm"), "-o", str(tmp_path / "ct"))
     assert result.returncode == 2 and "error:" in result.stderr
+
+
+def test_record_metrics_refuses_a_row_that_did_not_score_the_file(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"psct-net": {"standard": [{"psnr_db": 30.0}]}}))  # no sha256: unprovable
+    sidecar = (REPO / "model/weights/psct-net.json").read_text()
+    result = run("record-metrics", "model/weights/psct-net.onnx", "--metrics", f"{results}:psct-net")
+    assert result.returncode == 2 and "records no model sha256" in result.stderr
+    assert (REPO / "model/weights/psct-net.json").read_text() == sidecar

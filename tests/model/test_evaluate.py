@@ -6,8 +6,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from model.evaluate import AGE_BANDS_Y, VALIDATION_STREAM, check_disjoint, held_out_specs, make_case, run_evaluation
+from model.evaluate import (
+    AGE_BANDS_Y,
+    VALIDATION_STREAM,
+    check_disjoint,
+    held_out_specs,
+    make_case,
+    record_metrics,
+    run_evaluation,
+)
 from model.skull import CONDITIONS
 from service.settings import PHYSICS_BASELINE
 
@@ -51,3 +60,29 @@ def test_the_table_names_its_machine_window_and_rows(tmp_path: Path) -> None:
     # The first heads are infants (0-1 y): their sutures are scored; the robustness run is "again"'s only.
     assert all(0.0 <= s["suture_accuracy"] <= 1.0 for s in scores)
     assert results["physics-baseline"]["no-geometry"] == [] and len(results["again"]["no-geometry"]) == 2
+
+
+def test_a_sidecar_records_only_a_row_scored_on_its_own_file(tmp_path: Path) -> None:
+    model = tmp_path / "baseline.onnx"
+    model.write_bytes(PHYSICS_BASELINE.read_bytes())
+    model.with_suffix(".json").write_text(PHYSICS_BASELINE.with_suffix(".json").read_text())
+    output = run_evaluation({"mine": model}, tmp_path / "results.md", limit=1, variants=("standard",),
+                            log=lambda _: None)  # fmt: skip
+    results_path = output.with_suffix(".json")
+    results = json.loads(results_path.read_text())
+    assert results["mine"]["sha256"] == json.loads(model.with_suffix(".json").read_text())["sha256"]
+
+    recorded = record_metrics(model, results_path, "mine")["metrics"]
+    assert recorded["heads"] == 1 and recorded["row"] == "mine"
+    assert recorded["psnr_db"] == round(results["mine"]["standard"][0]["psnr_db"], 4)
+    assert json.loads(model.with_suffix(".json").read_text())["metrics"] == recorded
+
+    with pytest.raises(ValueError, match="no row 'theirs'"):
+        record_metrics(model, results_path, "theirs")
+    results["mine"]["sha256"] = "0" * 64  # a row scored on another file
+    results_path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="scored another file"):
+        record_metrics(model, results_path, "mine")
+    model.write_bytes(model.read_bytes() + b"\0")  # the file no longer matches its sidecar
+    with pytest.raises(ValueError, match="does not match the sha256 of its sidecar"):
+        record_metrics(model, results_path, "mine")
