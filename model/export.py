@@ -15,6 +15,8 @@ from model.geometry import GeometryTags, projection_matrix, resolve_view
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.preprocess import INPUT_SHAPE_PX
 
+WEIGHTS = Path(__file__).resolve().parent / "weights"  # the shipped files (service/settings.py serves one)
+
 INPUT_NAMES = ["pa", "lateral", "pa_matrix", "lateral_matrix"]
 OUTPUT_NAME = "hu"
 OPSET = 18
@@ -104,6 +106,21 @@ def module_shape(module: torch.nn.Module) -> tuple[int, int, int]:
     return (len(module.z_mm), len(module.y_mm), len(module.x_mm))  # type: ignore[arg-type]
 
 
+def data_description(config: dict) -> str:
+    """What a run trained on, from its training config (stage 1's or stage 2's: each has its ct_dir)."""
+    if config.get("ct_dir"):
+        return f"real head CTs from {config['ct_dir']}, simulated radiographs (model/dataset.py)"
+    return ("synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
+            "(model/dataset.py); no patient data")  # fmt: skip
+
+
+def default_output(checkpoint: Path) -> Path:
+    """Where `psct export` writes a checkpoint by default: a stage-2 one to the served default, never over
+    the stage 1 it was trained on."""
+    stage2 = "head" in torch.load(checkpoint, weights_only=False)
+    return WEIGHTS / ("psct-net-stage2.onnx" if stage2 else "psct-net.onnx")
+
+
 def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, base: Path | None = None) -> dict:
     """A trained checkpoint (model/train.py, or a stage-2 one of model/train_refine.py) as the served
     ONNX model, its training recorded."""
@@ -129,10 +146,7 @@ def export_psct_net(checkpoint: Path, onnx_path: Path, version: str, base: Path 
                 "config": state["config"],
                 "config_digest": state["digest"],
                 "steps": state["step"],
-                "data": f"real head CTs from {config.ct_dir}, simulated radiographs (model/dataset.py)"
-                if config.ct_dir
-                else "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
-                "(model/dataset.py); no patient data",
+                "data": data_description(state["config"]),
             },  # fmt: skip
             "architecture": net.config,
             "parameters": sum(p.numel() for p in net.parameters()),
@@ -161,14 +175,14 @@ def export_refined(checkpoint: Path, onnx_path: Path, version: str, base: Path |
                 "config": stage1["config"],
                 "config_digest": stage1["config_digest"],
                 "steps": stage1["config"]["steps"],
-                "data": "synthetic: procedural pediatric heads 0-18 y, 7 conditions, simulated radiographs "
-                "(model/dataset.py); no patient data",
+                "data": data_description(stage1["config"]),
                 "stage2": {
                     "config": state["config"],
                     "config_digest": state["digest"],
                     "steps": state["step"],
                     "stage1_source": stage1["source"],
                     "stage1_sha256": stage1["sha256"],
+                    "data": data_description(state["config"]),
                 },
             },  # fmt: skip
             "architecture": net.config,

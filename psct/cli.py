@@ -452,7 +452,7 @@ def export_model(
 ) -> None:
     """Export a model to ONNX with its JSON sidecar (needs the [train] extra: torch)."""
     from model import __version__
-    from model.export import export_physics_baseline, export_psct_net
+    from model.export import default_output, export_physics_baseline, export_psct_net
 
     if checkpoint is None:
         output = output or Path("model/weights/physics-baseline.onnx")
@@ -461,7 +461,7 @@ def export_model(
         if not checkpoint.is_file():
             typer.echo(f"error: no checkpoint at {checkpoint}", err=True)
             raise typer.Exit(2)
-        output = output or Path("model/weights/psct-net.onnx")
+        output = output or default_output(checkpoint)
         try:
             sidecar = export_psct_net(checkpoint, output, __version__, base)
         except (ValueError, FileNotFoundError) as exc:

@@ -30,10 +30,11 @@ class Destination:
         return f"{self.ae_title}@{self.host}:{self.port}"
 
 
-# The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it): the
-# learned PSCT-Net; the physics baseline (no learned weights) stays beside it for comparison.
+# The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it): PSCT-Net
+# with its full-resolution stage 2 (better than stage 1 alone on validation heads; model/MODEL_CARD.md).
+# Stage 1 alone (psct-net.onnx, ~2x faster on CPU) and the physics baseline stay beside it.
 WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
-DEFAULT_MODEL = WEIGHTS / "psct-net.onnx"
+DEFAULT_MODEL = WEIGHTS / "psct-net-stage2.onnx"
 PHYSICS_BASELINE = WEIGHTS / "physics-baseline.onnx"
 
 

@@ -143,8 +143,9 @@ def test_the_wheel_the_images_install_works_on_its_own(tmp_path: Path) -> None:
     shutil.rmtree(REPO / "build", ignore_errors=True)
     (wheel,) = wheels.glob("psct-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("model/weights/psct-net.onnx", "model/weights/psct-net.json", "service/migrations/env.py",
-                   "service/migrations/script.py.mako", "service/migrations/versions/0001_v0_1_schema.py"):  # fmt: skip
+    weights = [f"model/weights/psct-net{stage}{suffix}" for stage in ("-stage2", "") for suffix in (".onnx", ".json")]
+    for needed in (*weights, "service/migrations/env.py", "service/migrations/script.py.mako",
+                   "service/migrations/versions/0001_v0_1_schema.py"):  # fmt: skip
         assert needed in names, needed
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = (

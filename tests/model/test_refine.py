@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from model.dataset import PairStream
-from model.export import INPUT_NAMES, export_psct_net
+from model.export import INPUT_NAMES, default_output, export_psct_net
 from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
 from model.train import TrainConfig, inputs_of, train
 from model.train_refine import RefineConfig, refined_net, train_refine
+from service.settings import DEFAULT_MODEL
 
 CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"
 TINY = CONFIGS / "tiny.json"
@@ -112,6 +113,8 @@ def test_stage1_and_head_export_as_one_onnx_within_1_hu(stage2: Path, cache: Pat
     assert sidecar["training"]["config_digest"] == TrainConfig.from_json(TINY).digest()
     assert sidecar["training"]["stage2"]["config_digest"] == RefineConfig.from_json(TINY_REFINE).digest()
     assert sidecar["outputs"][0]["shape"] == [1, 1, 160, 160, 160]
+    assert sidecar["training"]["data"].startswith("synthetic") and sidecar["training"]["stage2"]["data"].startswith(
+        "synthetic")  # fmt: skip
     net, _ = refined_net(stage2 / "checkpoint.pt")
     inputs = inputs_of(PairStream(2, 900, 8, cache)[0])
     with torch.no_grad():
@@ -134,3 +137,8 @@ def test_the_untrained_architecture_of_a_sidecar_has_its_parameter_count(stage2:
 
     sidecar = export_psct_net(stage2 / "checkpoint.pt", tmp_path / "net.onnx", "test")
     assert sum(p.numel() for p in untrained_like(sidecar).parameters()) == sidecar["parameters"]
+
+
+def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(stage1: Path, stage2: Path) -> None:
+    assert default_output(stage2 / "checkpoint.pt") == DEFAULT_MODEL
+    assert default_output(stage1.parent / "checkpoint.pt") == DEFAULT_MODEL.with_name("psct-net.onnx")

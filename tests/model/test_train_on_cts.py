@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from model.ct_volume import CtError, prepare_ct
 from model.dataset import PairStream, ct_sources
+from model.export import data_description
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.skull import parameters, phantom
 from model.train import TrainConfig, train
@@ -67,6 +68,7 @@ def test_training_runs_on_a_ct_folder_and_records_it(ct_dir: Path, tmp_path: Pat
     assert summary["step"] == 2
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["ct_dir"] == str(ct_dir) and recorded["digest"] != TrainConfig.from_json(TINY).digest()
+    assert data_description(recorded) == f"real head CTs from {ct_dir}, simulated radiographs (model/dataset.py)"
     pairs = [json.loads(line)["pair"] for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
     assert sorted(pairs) == [0, 1]
 
