@@ -187,6 +187,11 @@ EXPERIMENTS = [
     ("no-attention", "reference", {"attention"}),
     ("bone-0.5/geometry-free", "bone-0.5/reference", {"lifting", "widths"}),
     ("bone-0.5/no-attention", "bone-0.5/reference", {"attention"}),
+    *(
+        (f"seeds/{arm}-seed{n}-500-steps", arm, {"seed", "steps"})
+        for arm in ("reference", "no-attention")
+        for n in (1, 2)
+    ),
 ]
 
 
