@@ -180,15 +180,34 @@ def _detector_axes(view: str, orientation: tuple[str, str]) -> tuple[tuple[float
     return tuple(axes[0].tolist()), tuple(axes[1].tolist())
 
 
-def resolve_view(tags: GeometryTags) -> ViewGeometry:
-    """Apply the contract's rules to the tags; every default or approximation is noted."""
+@dataclass(frozen=True, slots=True)
+class RoomDefaults:
+    """The distances assumed where an instance gives none: the documented defaults, or a site's own room
+    (PSCT_DEFAULT_SID_MM, PSCT_DEFAULT_ISOCENTRE_TO_DETECTOR_MM) whose radiographs omit them (e.g. CR)."""
+
+    sid_mm: float = DEFAULT_SID_MM
+    isocentre_to_detector_mm: float = DEFAULT_ISOCENTRE_TO_DETECTOR_MM
+
+    def __post_init__(self) -> None:
+        _check_range("default SID", self.sid_mm, *SID_RANGE_MM, " mm")
+        # Room for at least a newborn's half head breadth on either side of the isocentre.
+        _check_range("default isocentre-to-detector distance", self.isocentre_to_detector_mm,
+                     MIN_ISOCENTRE_TO_DETECTOR_MM, self.sid_mm - MIN_ISOCENTRE_TO_DETECTOR_MM, " mm")  # fmt: skip
+
+
+STANDARD_ROOM = RoomDefaults()
+
+
+def resolve_view(tags: GeometryTags, room: RoomDefaults = STANDARD_ROOM) -> ViewGeometry:
+    """Apply the contract's rules to the tags, `room` filling missing distances; every default or
+    approximation is noted."""
     notes: list[str] = []
     view = tags.view
     if tags.rows < 2 or tags.columns < 2:
         raise GeometryError(f"Rows x Columns is {tags.rows} x {tags.columns}: an image needs at least 2 x 2")
 
     if tags.sid_mm is None:
-        sid_mm = DEFAULT_SID_MM
+        sid_mm = room.sid_mm
         notes.append(f"{view}: DistanceSourceToDetector absent, default {sid_mm:g} mm")
     else:
         sid_mm = _check_range("DistanceSourceToDetector (0018,1110)", tags.sid_mm, *SID_RANGE_MM, " mm")
@@ -208,10 +227,10 @@ def resolve_view(tags: GeometryTags) -> ViewGeometry:
             "(defined to the patient's near side, not the head centre)"
         )
     else:
-        sod_mm = sid_mm - DEFAULT_ISOCENTRE_TO_DETECTOR_MM
+        sod_mm = sid_mm - room.isocentre_to_detector_mm
         notes.append(
             f"{view}: no magnification or DistanceSourceToPatient, isocentre assumed "
-            f"{DEFAULT_ISOCENTRE_TO_DETECTOR_MM:g} mm in front of the detector"
+            f"{room.isocentre_to_detector_mm:g} mm in front of the detector"
         )
     if sid_mm - sod_mm < MIN_ISOCENTRE_TO_DETECTOR_MM and tags.magnification is None:
         raise GeometryError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
-from model.geometry import projection_matrix, rescale_projection
+from model.geometry import STANDARD_ROOM, RoomDefaults, projection_matrix, rescale_projection
 from model.radiograph import RadiographError, display_values, read_view, view_family
 
 INPUT_SHAPE_PX = (256, 256)
@@ -49,10 +49,12 @@ def preprocess(values: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.n
     return image[None, None].astype(np.float32), scaled.astype(np.float32)
 
 
-def view_input(ds: Dataset, expected_family: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def view_input(
+    ds: Dataset, expected_family: str, room: RoomDefaults = STANDARD_ROOM
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(image, matrix, geometry notes) of one view, as the network takes it; refuses a view of the
-    wrong family ("pa" or "lateral")."""
-    view, geometry, notes = read_view(ds)
+    wrong family ("pa" or "lateral"); `room` fills missing distances."""
+    view, geometry, notes = read_view(ds, room)
     if view_family(view) != expected_family:
         raise RadiographError(f"the {expected_family} input is a {view} view")
     image, matrix = preprocess(display_values(ds), projection_matrix(geometry))

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from model.errors import ModelInputError
-from model.geometry import DEFAULT_LATERAL, GeometryTags, ViewGeometry, resolve_view
+from model.geometry import DEFAULT_LATERAL, STANDARD_ROOM, GeometryTags, RoomDefaults, ViewGeometry, resolve_view
 
 # Storage SOP classes we accept (PS3.4 B.5): CR, DX for presentation, DX for processing.
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -190,11 +190,12 @@ def _attenuation_of_linear(values: np.ndarray, ds: Dataset) -> np.ndarray:
     return -np.log(np.clip(values, brightest * 1e-4, None) / brightest)  # 1e-4: ~9 attenuation lengths, no log(0)
 
 
-def read_view(ds: Dataset) -> tuple[str, ViewGeometry, list[str]]:
-    """(view, geometry, notes) of one radiograph: everything but its pixels, checked."""
+def read_view(ds: Dataset, room: RoomDefaults = STANDARD_ROOM) -> tuple[str, ViewGeometry, list[str]]:
+    """(view, geometry, notes) of one radiograph: everything but its pixels, checked; `room` fills
+    missing distances."""
     sop_class = str(ds.get("SOPClassUID", ""))
     if sop_class and sop_class not in RADIOGRAPH_SOP_CLASSES:
         raise RadiographError(f"SOPClassUID {sop_class} is not CR or DX Image Storage")
     view, notes = classify_view(ds)
-    geometry = resolve_view(geometry_tags(ds, view))
+    geometry = resolve_view(geometry_tags(ds, view), room)
     return view, geometry, notes + list(geometry.notes)

@@ -44,7 +44,7 @@ def _guard_model(settings) -> None:  # type: ignore[no-untyped-def]
         raise typer.Exit(2)
 
 
-def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+def _settings(make_home: bool = True, **overrides: object):  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
     from service.settings import get_settings
@@ -59,7 +59,8 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
         problems = "; ".join(f"PSCT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         typer.echo(f"bad settings: {problems}", err=True)
         raise typer.Exit(2) from None
-    settings.home.mkdir(parents=True, exist_ok=True)
+    if make_home:
+        settings.home.mkdir(parents=True, exist_ok=True)
     return settings
 
 
@@ -274,8 +275,9 @@ def reconstruct(
     from psct.offline import reconstruct_files
     from service.errors import InputError
 
+    room = _settings(make_home=False).room  # PSCT_DEFAULT_SID_MM etc., as the service would use them
     try:
-        count = reconstruct_files(pa, lateral, output, preview, model)
+        count = reconstruct_files(pa, lateral, output, preview, model, room)
     except (ValueError, InputError) as exc:  # ModelInputError is a ValueError
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from model import __version__
 from model.anatomy import occipitofrontal_slice
 from model.dx_writer import OPTIONAL_GEOMETRY
+from model.geometry import STANDARD_ROOM, RoomDefaults
 from model.grid import VOXEL_MM
 from model.radiograph import display_values
 from model.simulator import HeadPair, simulate_ct, simulate_head
@@ -33,12 +34,14 @@ from worker.runtime import cached
 BONE_THRESHOLD_HU = 300.0
 
 
-def reconstruct_files(pa: Path, lateral: Path, output: Path, preview: Path | None, model: Path | None) -> int:
+def reconstruct_files(
+    pa: Path, lateral: Path, output: Path, preview: Path | None, model: Path | None, room: RoomDefaults = STANDARD_ROOM
+) -> int:
     with tqdm(total=4, desc="reconstruct", unit="step") as bar:
         runtime = cached(model or DEFAULT_MODEL)
         pa_ds, lateral_ds = parse(pa.read_bytes(), str(pa)), parse(lateral.read_bytes(), str(lateral))
         bar.update(1)
-        volume, notes = reconstruct(pa_ds, lateral_ds, runtime)
+        volume, notes = reconstruct(pa_ds, lateral_ds, runtime, room=room)
         bar.update(1)
         # Offline runs have no job: a fresh id, so two runs never share UIDs.
         datasets = ct_series(

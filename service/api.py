@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
+from model.geometry import RoomDefaults
 from service import files, metrics
 from service.errors import InputError
 from service.intake import Radiograph, check_pair, inspect, parse
@@ -183,7 +184,7 @@ def create_app() -> FastAPI:
                 settings.max_upload_bytes,
             )
             pa, lateral = await run_in_threadpool(
-                _inspect_pair, paths["pa"].read_bytes(), paths["lateral"].read_bytes()
+                _inspect_pair, paths["pa"].read_bytes(), paths["lateral"].read_bytes(), settings.room
             )
         except InputError:
             metrics.UPLOADS.labels("refused").inc()
@@ -293,12 +294,12 @@ def create_app() -> FastAPI:
     return app
 
 
-def _inspect_pair(pa_bytes: bytes, lateral_bytes: bytes) -> tuple[Radiograph, Radiograph]:
+def _inspect_pair(pa_bytes: bytes, lateral_bytes: bytes, room: RoomDefaults) -> tuple[Radiograph, Radiograph]:
     views = []
     for name, data in (("pa", pa_bytes), ("lateral", lateral_bytes)):
         dataset = parse(data, f"field {name!r}")
         try:
-            views.append(inspect(dataset))
+            views.append(inspect(dataset, room))
         except InputError as exc:
             raise InputError(f"field {name!r}: {exc}") from None
     pa, lateral = views

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from model.errors import ModelInputError
+from model.geometry import STANDARD_ROOM, RoomDefaults
 from model.radiograph import RADIOGRAPH_SOP_CLASSES, display_values, read_view, view_family
 from service.errors import InputError
 
@@ -40,15 +41,16 @@ def checked_uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-def inspect(ds: Dataset) -> Radiograph:
-    """Refuse what cannot be reconstructed, with a message naming the problem."""
+def inspect(ds: Dataset, room: RoomDefaults = STANDARD_ROOM) -> Radiograph:
+    """Refuse what cannot be reconstructed (geometry resolved as the worker will, with `room`), with a
+    message naming the problem."""
     sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
     if sop_class not in RADIOGRAPH_SOP_CLASSES:
         raise InputError(f"SOPClassUID {sop_class or '(missing)'} is not CR or DX Image Storage")
     study_uid = checked_uid(ds, "StudyInstanceUID")
     sop_uid = checked_uid(ds, "SOPInstanceUID")
     try:
-        view, _geometry, notes = read_view(ds)
+        view, _geometry, notes = read_view(ds, room)
         display_values(ds)  # decodes: never acknowledge pixels we cannot read
     except ModelInputError as exc:
         raise InputError(str(exc)) from None

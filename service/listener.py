@@ -68,7 +68,7 @@ def on_store(event: Event, settings: Settings, store: JobStore, enqueue: Callabl
     try:
         ds = event.dataset
         ds.file_meta = event.file_meta
-        radiograph = inspect(ds)
+        radiograph = inspect(ds, settings.room)
     except InputError as exc:
         metrics.STORES.labels("refused").inc()
         log.warning("C-STORE refused from %s: %s", event.assoc.requestor.ae_title, exc)

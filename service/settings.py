@@ -7,9 +7,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.geometry import (
+    DEFAULT_ISOCENTRE_TO_DETECTOR_MM,
+    DEFAULT_SID_MM,
+    SID_RANGE_MM,
+    GeometryError,
+    RoomDefaults,
+)
 from service.errors import ConfigError
 
 
@@ -82,11 +89,28 @@ class Settings(BaseSettings):
     cuda_device: int = Field(0, ge=0)
     # Redis redelivers a message a worker took but did not acknowledge after this long (service/queue.py).
     visibility_timeout_s: float = Field(3600.0, gt=0)
+    # The distances assumed where a radiograph omits them (README "Geometry defaults"): set them to the
+    # room's own when its modality leaves them out (many CR systems), so the head comes out at its scale.
+    default_sid_mm: float = Field(DEFAULT_SID_MM, ge=SID_RANGE_MM[0], le=SID_RANGE_MM[1])
+    default_isocentre_to_detector_mm: float = DEFAULT_ISOCENTRE_TO_DETECTOR_MM
 
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("default_isocentre_to_detector_mm")
+    @classmethod
+    def _fits_the_room(cls, value: float, info: ValidationInfo) -> float:
+        try:  # checked against the SID when that one is valid (else its own error names it)
+            RoomDefaults(info.data.get("default_sid_mm", DEFAULT_SID_MM), value)
+        except GeometryError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def room(self) -> RoomDefaults:
+        return RoomDefaults(self.default_sid_mm, self.default_isocentre_to_detector_mm)
 
     @property
     def destination_list(self) -> list[Destination]:

@@ -97,3 +97,11 @@ def test_record_metrics_refuses_a_row_that_did_not_score_the_file(tmp_path: Path
     result = run("record-metrics", "model/weights/psct-net.onnx", "--metrics", f"{results}:psct-net")
     assert result.returncode == 2 and "records no model sha256" in result.stderr
     assert (REPO / "model/weights/psct-net.json").read_text() == sidecar
+
+
+def test_an_impossible_default_room_stops_the_command_naming_the_setting(tmp_path: Path) -> None:
+    env = {"PSCT_DEFAULT_SID_MM": "1000", "PSCT_DEFAULT_ISOCENTRE_TO_DETECTOR_MM": "990"}
+    for args in (("serve", "--home", str(tmp_path)), ("reconstruct", "a.dcm", "b.dcm", "-o", str(tmp_path / "ct"))):
+        result = run(*args, env=env)
+        assert result.returncode == 2 and "PSCT_DEFAULT_ISOCENTRE_TO_DETECTOR_MM" in result.stderr, result.stderr
+    assert not (tmp_path / "ct").exists()

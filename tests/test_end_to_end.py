@@ -217,10 +217,12 @@ def test_geometry_defaults_reach_the_job_and_the_series(
 ) -> None:
     from pydicom import dcmread
 
-    apply_env({"PSCT_DESTINATIONS": ""}, monkeypatch)
+    pa = dcmread(pair_files.pa)
+    # A site's own room, unlike the documented 1000 / 140 mm, fills what the instance leaves out.
+    apply_env({"PSCT_DESTINATIONS": "", "PSCT_DEFAULT_SID_MM": "1200",
+               "PSCT_DEFAULT_ISOCENTRE_TO_DETECTOR_MM": "160"}, monkeypatch)  # fmt: skip
     settings = get_settings()
     store = JobStore(settings.database)
-    pa = dcmread(pair_files.pa)
     for keyword in OPTIONAL_GEOMETRY:  # the distance tags a vendor may leave out
         if keyword in pa:
             delattr(pa, keyword)
@@ -229,7 +231,8 @@ def test_geometry_defaults_reach_the_job_and_the_series(
     run_reconstruction(job_id, store, settings)
     job = TestClient(create_app()).get(f"/reconstructions/{job_id}").json()
     assert job["status"] == SUCCEEDED, job
-    assert any("DistanceSourceToDetector absent, default 1000 mm" in note for note in job["geometry_notes"])
+    assert "PA: DistanceSourceToDetector absent, default 1200 mm" in job["geometry_notes"], job
+    assert any("PA: no magnification" in n and "assumed 160 mm" in n for n in job["geometry_notes"]), job
     first = sorted((settings.home / "results" / job_id / "series").iterdir())[0]
     comments = dcmread(first).ImageComments
     assert all(note in comments for note in job["geometry_notes"]), comments

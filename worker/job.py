@@ -56,7 +56,9 @@ def run_reconstruction(job_id: str, store: JobStore, settings: Settings) -> None
         # dcmread is lazy: the pixels are decoded in the pipeline's "decode" stage.
         pa = dcmread(settings.home / str(job.pa_path))
         lateral = dcmread(settings.home / str(job.lateral_path))
-        volume, notes = reconstruct(pa, lateral, runtime, lambda p: store.update(job_id, progress=p), stage)
+        volume, notes = reconstruct(
+            pa, lateral, runtime, lambda p: store.update(job_id, progress=p), stage, settings.room
+        )
         with stage("encode"):
             write_outputs(job_id, volume, pa, lateral, runtime, settings, notes)
         store.update(

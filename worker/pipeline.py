@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 from pydicom.dataset import Dataset
 
+from model.geometry import STANDARD_ROOM, RoomDefaults
 from model.preprocess import view_input
 from worker.runtime import ModelRuntime
 
@@ -20,11 +21,13 @@ def reconstruct(
     runtime: ModelRuntime,
     progress: Callable[[float], None] = lambda _: None,
     stage: Stage = lambda _: nullcontext(),
+    room: RoomDefaults = STANDARD_ROOM,
 ) -> tuple[np.ndarray, list[str]]:
-    """(HU volume (z, y, x), geometry notes) for one pair; `stage(name)` brackets each step (timing)."""
+    """(HU volume (z, y, x), geometry notes) for one pair; `stage(name)` brackets each step (timing);
+    `room` fills missing distances."""
     with stage("decode"):
-        pa_image, pa_matrix, pa_notes = view_input(pa, "pa")
-        lat_image, lat_matrix, lat_notes = view_input(lateral, "lateral")
+        pa_image, pa_matrix, pa_notes = view_input(pa, "pa", room)
+        lat_image, lat_matrix, lat_notes = view_input(lateral, "lateral", room)
     progress(0.3)
     with stage("inference"):
         volume = runtime.run(

@@ -11,6 +11,7 @@ from model.geometry import (
     DEFAULT_SID_MM,
     GeometryError,
     GeometryTags,
+    RoomDefaults,
     projection_matrix,
     rescale_projection,
     resolve_view,
@@ -84,6 +85,24 @@ def test_missing_tags_take_documented_defaults_and_say_so() -> None:
     assert g.sod_mm == DEFAULT_SID_MM - DEFAULT_ISOCENTRE_TO_DETECTOR_MM
     assert g.pitch_mm == (DEFAULT_PITCH_MM, DEFAULT_PITCH_MM)
     assert len(g.notes) == 4  # SID, isocentre, pitch, orientation
+
+
+def test_a_site_room_fills_missing_distances_and_tags_still_win() -> None:
+    room = RoomDefaults(sid_mm=1500.0, isocentre_to_detector_mm=120.0)
+    g = resolve_view(GeometryTags(view="LL", rows=100, columns=100), room)
+    assert (g.sid_mm, g.sod_mm) == (1500.0, 1380.0)
+    assert any("default 1500 mm" in n for n in g.notes) and any("120 mm in front" in n for n in g.notes)
+    assert resolve_view(tags(), room).sod_mm == 800.0  # SID 1000 mm / magnification 1.25 from the tags
+
+
+@pytest.mark.parametrize(
+    ("sid_mm", "isocentre_mm", "named"),
+    [(200.0, 100.0, "default SID"), (float("nan"), 140.0, "default SID"),
+     (1000.0, 30.0, "isocentre-to-detector"), (1000.0, 980.0, "isocentre-to-detector")],
+)  # fmt: skip
+def test_an_impossible_room_is_refused_naming_the_distance(sid_mm: float, isocentre_mm: float, named: str) -> None:
+    with pytest.raises(GeometryError, match=named):
+        RoomDefaults(sid_mm, isocentre_mm)
 
 
 def test_distance_source_to_patient_is_recorded_as_an_approximation() -> None:

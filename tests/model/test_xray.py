@@ -9,6 +9,7 @@ import xraydb
 from model import xray
 from model.acquisition import random_pair
 from model.dx_writer import OPTIONAL_GEOMETRY, SOP_CLASSES, radiograph_dataset, study_for_seed
+from model.geometry import RoomDefaults
 from model.radiograph import display_values, read_view
 from model.simulator import nominal_geometry, simulate_radiographs
 from model.skull import parameters, phantom
@@ -107,6 +108,9 @@ def test_every_object_type_can_leave_out_all_optional_geometry(storage: str) -> 
     for view in (pa, lateral):
         assert not any(keyword in view.dataset for keyword in OPTIONAL_GEOMETRY)
         read_view(view.dataset)  # the documented defaults apply
+        site = RoomDefaults(view.setup.sid_mm, view.setup.sid_mm - view.setup.sod_mm)  # this room, configured
+        geometry = read_view(view.dataset, site)[1]
+        assert (geometry.sid_mm, geometry.sod_mm) == pytest.approx((view.setup.sid_mm, view.setup.sod_mm))
 
 
 def test_simulated_pair_is_valid_dicom_with_truthful_geometry(simulated_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
