@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from model.simulate import simulate_pair  # noqa: E402
+from service.settings import DEFAULT_MODEL  # noqa: E402
 from tests.cluster import metric, metrics_of, new_pair, running, submit_all  # noqa: E402
 from tests.postgres import start_postgres  # noqa: E402
 
@@ -96,7 +97,7 @@ def main() -> None:
             rows = [measure(n, args.burst, args.idle, paths, folder / f"w{n}", server) for n in args.workers]
     finally:
         server.stop()
-    print(f"\nmodel: the default (PSCT-Net); {args.burst} pairs per burst, {args.idle} idle submissions")
+    print(f"\nmodel: the default, {DEFAULT_MODEL.name}; {args.burst} pairs per burst, {args.idle} idle submissions")
     print("| workers | studies/min | burst wall s | queue-to-start median / max s | "
           + " | ".join(f"{s} s/job" for s in STAGES) + " |")  # fmt: skip
     print("| --- " * (4 + len(STAGES)) + "|")
