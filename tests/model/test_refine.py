@@ -4,7 +4,7 @@ it starts from an exported stage 1, and stage 1 + head export to one ONNX file w
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +142,12 @@ def test_the_untrained_architecture_of_a_sidecar_has_its_parameter_count(stage2:
 def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(stage1: Path, stage2: Path) -> None:
     assert default_output(stage2 / "checkpoint.pt") == DEFAULT_MODEL
     assert default_output(stage1.parent / "checkpoint.pt") == DEFAULT_MODEL.with_name("psct-net.onnx")
+
+
+STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"})]  # MODEL_CARD
+
+
+@pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
+def test_a_stage2_experiment_config_changes_only_what_it_tests(variant: str, changed: set) -> None:
+    one, other = (asdict(RefineConfig.from_json(CONFIGS / f"{name}.json")) for name in (variant, "refine"))
+    assert {key for key in one if key != "name" and one[key] != other[key]} == changed
