@@ -9,13 +9,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from model import WEIGHTS
 from model.baseline import PhysicsBaseline
 from model.evaluate import sha256_of
 from model.geometry import GeometryTags, projection_matrix, resolve_view
 from model.grid import OUTPUT_SHAPE, VOXEL_MM
 from model.preprocess import INPUT_SHAPE_PX
-
-WEIGHTS = Path(__file__).resolve().parent / "weights"  # the shipped files (service/settings.py serves one)
 
 INPUT_NAMES = ["pa", "lateral", "pa_matrix", "lateral_matrix"]
 OUTPUT_NAME = "hu"

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model import WEIGHTS
 from model.geometry import (
     DEFAULT_ISOCENTRE_TO_DETECTOR_MM,
     DEFAULT_SID_MM,
@@ -40,7 +41,6 @@ class Destination:
 # The model served unless PSCT_MODEL_PATH names another .onnx (its .json sidecar beside it): PSCT-Net
 # with its full-resolution stage 2 (better than stage 1 alone on validation heads; model/MODEL_CARD.md).
 # Stage 1 alone (psct-net.onnx, ~2x faster on CPU) and the physics baseline stay beside it.
-WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
 DEFAULT_MODEL = WEIGHTS / "psct-net-stage2.onnx"
 PHYSICS_BASELINE = WEIGHTS / "physics-baseline.onnx"
 

@@ -113,8 +113,8 @@ def test_stage1_and_head_export_as_one_onnx_within_1_hu(stage2: Path, cache: Pat
     assert sidecar["training"]["config_digest"] == TrainConfig.from_json(TINY).digest()
     assert sidecar["training"]["stage2"]["config_digest"] == RefineConfig.from_json(TINY_REFINE).digest()
     assert sidecar["outputs"][0]["shape"] == [1, 1, 160, 160, 160]
-    assert sidecar["training"]["data"].startswith("synthetic") and sidecar["training"]["stage2"]["data"].startswith(
-        "synthetic")  # fmt: skip
+    training = sidecar["training"]
+    assert training["data"].startswith("synthetic") and training["stage2"]["data"].startswith("synthetic")
     net, _ = refined_net(stage2 / "checkpoint.pt")
     inputs = inputs_of(PairStream(2, 900, 8, cache)[0])
     with torch.no_grad():
