@@ -224,7 +224,34 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
             cells = [f"{np.nanmean([r['psnr_db'] for r in by_variant[v]]):.3g} / "
                      f"{np.nanmean([r['bone_dice'] for r in by_variant[v]]):.3g}" for v in robustness]  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += breakdown(results, "age band (PSNR dB / bone Dice / ICV err %)", age_band_of,
+                       [f"{a:g}-{b:g} y" for a, b in AGE_BANDS_Y], ("psnr_db", "bone_dice", "icv_error_pct"))
+    lines += breakdown(results, "condition (bone Dice / CI err points)", lambda r: r["condition"], list(CONDITIONS),
+                       ("bone_dice", "ci_error_points"))  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def age_band_of(row: dict) -> str:
+    # The last band is closed: 18 y belongs to 12-18.
+    low, high = next(b for b in AGE_BANDS_Y if row["age_y"] < b[1] or b == AGE_BANDS_Y[-1])
+    return f"{low:g}-{high:g} y"
+
+
+def breakdown(results: dict, title: str, key, groups: list[str], measures: tuple[str, ...]) -> list[str]:  # type: ignore[no-untyped-def]
+    """A standard-variant table of group means: one row per model, one column per group present."""
+    present = [g for g in groups if any(key(r) == g for by in results.values() for r in by.get("standard", []))]
+    lines = ["", f"By {title}, standard variant:", "", "| model | " + " | ".join(present) + " |",
+             "| --- |" + " --- |" * len(present)]  # fmt: skip
+    for name, by_variant in results.items():
+        rows = by_variant.get("standard", [])
+        if not rows:
+            continue
+        cells = []
+        for group in present:
+            member = [r for r in rows if key(r) == group]
+            cells.append(" / ".join(f"{np.nanmean([r[m] for r in member]):.3g}" for m in measures) if member else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def run_evaluation(models: dict[str, Path], output: Path, per_cell: int = 1, variants: tuple[str, ...] = VARIANTS,

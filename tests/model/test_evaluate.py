@@ -54,6 +54,7 @@ def test_the_table_names_its_machine_window_and_rows(tmp_path: Path) -> None:
                             log=lambda _: None, robust={"again"})  # fmt: skip
     text = output.read_text()
     assert "| physics-baseline |" in text and "[-1024, 2000]" in text and "CPUs" in text
+    assert "By age band" in text and "| model | 0-1 y |" in text  # the first heads are infants
     results = json.loads(output.with_suffix(".json").read_text())
     scores = results["physics-baseline"]["standard"]
     assert len(scores) == 2 and all(np.isfinite(s["psnr_db"]) and 0 <= s["bone_dice"] <= 1 for s in scores)
@@ -86,3 +87,15 @@ def test_a_sidecar_records_only_a_row_scored_on_its_own_file(tmp_path: Path) -> 
     model.write_bytes(model.read_bytes() + b"\0")  # the file no longer matches its sidecar
     with pytest.raises(ValueError, match="does not match the sha256 of its sidecar"):
         record_metrics(model, results_path, "mine")
+
+
+def test_breakdowns_average_each_group_and_close_the_last_age_band() -> None:
+    from model.evaluate import age_band_of, breakdown
+
+    assert [age_band_of({"age_y": a}) for a in (0.0, 0.99, 1.0, 11.9, 12.0, 18.0)] == [
+        "0-1 y", "0-1 y", "1-3 y", "6-12 y", "12-18 y", "12-18 y"]  # fmt: skip
+    rows = [{"age_y": 0.5, "bone_dice": 0.2}, {"age_y": 0.7, "bone_dice": float("nan")},
+            {"age_y": 2.0, "bone_dice": 0.6}, {"age_y": 2.5, "bone_dice": 0.8}]  # fmt: skip
+    lines = breakdown({"m": {"standard": rows}}, "age band", age_band_of, ["0-1 y", "1-3 y", "3-6 y"], ("bone_dice",))
+    assert lines[3] == "| model | 0-1 y | 1-3 y |"  # a band with no heads gets no column
+    assert lines[-1] == "| m | 0.2 | 0.7 |"  # NaN (undefined) left out of the mean
