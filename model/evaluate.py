@@ -224,8 +224,9 @@ def results_markdown(results: dict, specs: list[PairSpec], seconds: float, full_
             cells = [f"{np.nanmean([r['psnr_db'] for r in by_variant[v]]):.3g} / "
                      f"{np.nanmean([r['bone_dice'] for r in by_variant[v]]):.3g}" for v in robustness]  # fmt: skip
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += breakdown(results, "age band (PSNR dB / bone Dice / ICV err %)", age_band_of,
-                       [f"{a:g}-{b:g} y" for a, b in AGE_BANDS_Y], ("psnr_db", "bone_dice", "icv_error_pct"))  # fmt: skip
+    bands = [f"{a:g}-{b:g} y" for a, b in AGE_BANDS_Y]
+    lines += breakdown(results, "age band (PSNR dB / bone Dice / ICV err %)", age_band_of, bands,
+                       ("psnr_db", "bone_dice", "icv_error_pct"))  # fmt: skip
     lines += breakdown(results, "condition (bone Dice / CI err points)", lambda r: r["condition"], list(CONDITIONS),
                        ("bone_dice", "ci_error_points"))  # fmt: skip
     return "\n".join(lines) + "\n"

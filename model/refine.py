@@ -22,25 +22,28 @@ from model.grid import OUTPUT_SHAPE, VOXEL_MM, axis_mm
 from model.network import HU_SCALE, PSCTNet
 from model.projector import back_project
 
-FINE_LAYERS = 4  # 3x3x3 convolutions: the head's receptive radius in voxels, the patch margin
+FINE_LAYERS = 4  # 3x3x3 convolutions by default: the head's receptive radius in voxels, the patch margin
 
 
 class FineHead(nn.Module):
     """(coarse HU / HU_SCALE on a grid, views, matrices, that grid's axes) -> corrected HU / HU_SCALE."""
 
-    def __init__(self, channels: int = 8, view_channels: int = 4) -> None:
+    def __init__(self, channels: int = 8, view_channels: int = 4, layers: int = FINE_LAYERS) -> None:
         super().__init__()
+        if layers < 2:
+            raise ValueError(f"the fine head needs at least 2 layers, got {layers}")
         self.views = nn.ModuleList([
             nn.Sequential(nn.Conv2d(1, view_channels, 3, padding=1), nn.LeakyReLU(0.1),
                           nn.Conv2d(view_channels, view_channels, 3, padding=1))
             for _ in range(2)
         ])  # fmt: skip
-        widths = [1 + 3 * view_channels] + [channels] * (FINE_LAYERS - 1)
-        layers: list[nn.Module] = []
+        widths = [1 + 3 * view_channels] + [channels] * (layers - 1)
+        convs: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:], strict=False):
-            layers += [nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
-        self.body = nn.Sequential(*layers, nn.Conv3d(channels, 1, 3, padding=1))
-        self.config = {"channels": channels, "view_channels": view_channels}
+            convs += [nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
+        self.body = nn.Sequential(*convs, nn.Conv3d(channels, 1, 3, padding=1))
+        self.layers = layers  # the receptive radius in voxels: patch training's margin
+        self.config = {"channels": channels, "view_channels": view_channels, "layers": layers}
 
     def view_features(self, pa: torch.Tensor, lateral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.views[0](pa), self.views[1](lateral)

@@ -47,6 +47,7 @@ class RefineConfig:
     learning_rate: float = 1e-3
     channels: int = 8
     view_channels: int = 4
+    layers: int = FINE_LAYERS  # 3x3x3 convolutions of the head: its receptive radius, the patches' margin
     ct_dir: str | None = None  # real CTs instead of phantoms, as stage 1's ct_dir
     seed: int = 0
     checkpoint_every: int = 100
@@ -64,6 +65,8 @@ class RefineConfig:
         fields = asdict(self)
         if fields["ct_dir"] is None:  # phantom runs: the digest of the first runs, before ct_dir existed
             del fields["ct_dir"]
+        if fields["layers"] == FINE_LAYERS:  # likewise before the depth could be set
+            del fields["layers"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,12 +104,12 @@ def patch_corner(rng: np.random.Generator, bone: np.ndarray, shape: tuple[int, .
 
 def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, corners: list[np.ndarray],
                     size: int, weights: FineLosses) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Losses in HU / HU_SCALE on each patch's interior: FINE_LAYERS voxels in from its faces, where
+    """Losses in HU / HU_SCALE on each patch's interior: the head's depth in voxels in from its faces, where
     the head sees the same neighbours as in a whole-volume run. `coarse`: (1, 1, D, H, W)."""
     pa, lateral, pa_matrix, lateral_matrix = inputs_of(pair)
     x_mm, y_mm, z_mm = output_axes()
     truth_all = torch.from_numpy(pair.hu) / HU_SCALE
-    inner = slice(FINE_LAYERS, size - FINE_LAYERS)
+    inner = slice(head.layers, size - head.layers)
     features = head.view_features(pa, lateral)
     stacked, coarse_patches, truth_patches = [], [], []
     for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
@@ -128,8 +131,8 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
 def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]
                  stop_after: int | None = None) -> dict:  # fmt: skip
     """Train (or resume) the fine head on top of the frozen stage 1 at `base` into `run_dir`."""
-    if config.patch_voxels <= 2 * FINE_LAYERS:
-        raise ValueError(f"patch_voxels must exceed {2 * FINE_LAYERS} (the head's margin on both sides)")
+    if config.patch_voxels <= 2 * config.layers:
+        raise ValueError(f"patch_voxels must exceed {2 * config.layers} (the head's margin on both sides)")
     run_dir.mkdir(parents=True, exist_ok=True)
     coarse_net, stage1 = load_coarse(base)
     config_path = run_dir / "config.json"
@@ -140,7 +143,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
             raise ValueError(f"{run_dir} holds a run of another config or stage 1: use a new folder")
     config_path.write_text(json.dumps(recorded, indent=1) + "\n")
     torch.manual_seed(config.seed)
-    head = FineHead(config.channels, config.view_channels)
+    head = FineHead(config.channels, config.view_channels, config.layers)
     optimiser = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=max(config.steps, 2))
     checkpoint, history = run_dir / "checkpoint.pt", run_dir / "losses.jsonl"
@@ -201,7 +204,7 @@ def refined_net(checkpoint: Path, base: Path | None = None) -> tuple[RefinedNet,
     if stage1["sha256"] != state["stage1"]["sha256"]:  # the same weights, wherever the file now lies
         raise ValueError(f"{checkpoint} was trained on another stage 1 than {base}")
     config = RefineConfig(**{**state["config"], "losses": FineLosses(**state["config"]["losses"])})
-    head = FineHead(config.channels, config.view_channels)
+    head = FineHead(config.channels, config.view_channels, config.layers)
     head.load_state_dict(state["head"])
     return RefinedNet(coarse_net, head).eval(), state
 

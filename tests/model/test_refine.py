@@ -46,10 +46,11 @@ def stage2(stage1: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory) 
     return run
 
 
-def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Path) -> None:
-    """What patch training rests on: no normalisation, a receptive radius of FINE_LAYERS voxels."""
+@pytest.mark.parametrize("layers", [FINE_LAYERS, 6])
+def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Path, layers: int) -> None:
+    """What patch training rests on: no normalisation, a receptive radius of `layers` voxels."""
     torch.manual_seed(0)
-    head = FineHead(channels=4, view_channels=2).eval()
+    head = FineHead(channels=4, view_channels=2, layers=layers).eval()
     pa, lateral, pa_matrix, lateral_matrix = inputs_of(PairStream(1, 900, 8, cache)[0])
     x_mm, y_mm, z_mm = (a[::4][:24] for a in output_axes())  # a 24^3 grid of 6 mm voxels: quick
     coarse = torch.randn(1, 1, 24, 24, 24) * 0.5
@@ -57,7 +58,7 @@ def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Pat
         whole = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
         z, y, x = slice(3, 19), slice(5, 21), slice(8, 24)
         patch = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
-    inner = slice(FINE_LAYERS, 16 - FINE_LAYERS)
+    inner = slice(head.layers, 16 - head.layers)
     torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
     # ... and not at the patch faces, where its zero padding stands in for neighbours it lacks.
     assert not torch.allclose(patch[..., 0, :, :], whole[:, :, z, y, x][..., 0, :, :])
@@ -144,7 +145,9 @@ def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(s
     assert default_output(stage1.parent / "checkpoint.pt") == DEFAULT_MODEL.with_name("psct-net.onnx")
 
 
-STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"})]  # MODEL_CARD
+STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"}),
+                      ("refine-8-layers", {"layers"}), ("refine-8-view-channels", {"view_channels"}),
+                      ("refine-bone-share-0.5", {"bone_share"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
