@@ -147,7 +147,7 @@ def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(s
 
 STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"}),
                       ("refine-8-layers", {"layers"}), ("refine-8-view-channels", {"view_channels"}),
-                      ("refine-bone-share-0.5", {"bone_share"})]  # MODEL_CARD  # fmt: skip
+                      ("refine-bone-share-0.5", {"bone_share"}), ("refine-seed1", {"seed"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
