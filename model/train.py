@@ -83,15 +83,18 @@ class TrainConfig:
         return cls.from_dict(json.loads(path.read_text()), str(path))
 
     def digest(self) -> str:
-        fields = asdict(self)
-        for name, default in LATER_FIELDS.items():  # runs from before a field existed keep their digest
-            if fields[name] == default:
-                del fields[name]
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return config_digest(asdict(self), LATER_FIELDS)
 
     @property
     def coarse_shape(self) -> tuple[int, int, int]:
         return tuple(n // self.truth_pool for n in OUTPUT_SHAPE)  # type: ignore[return-value]
+
+
+def config_digest(fields: dict, later_fields: dict) -> str:
+    """16 hex digits of a config; a field added later is left out at the value earlier runs had, so
+    runs from before it existed keep their digest."""
+    kept = {k: v for k, v in fields.items() if k not in later_fields or v != later_fields[k]}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build(config: TrainConfig) -> PSCTNet:

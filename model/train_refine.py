@@ -8,7 +8,6 @@ checkpoint.pt written atomically, losses.jsonl, losses.png; the same config resu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from model.dataset import PairStream, TrainingPair, ct_sources
 from model.export import sha256_of
 from model.network import HU_SCALE, PSCTNet
 from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_coarse
-from model.train import BONE_HU, TrainConfig, build, hu_terms, inputs_of, plot_losses
+from model.train import BONE_HU, TrainConfig, build, config_digest, hu_terms, inputs_of, plot_losses
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,10 @@ class FineLosses:
     # in the brain); at 0 it erased the bone it cannot place. 0.1: bone ~3-10x.
     bone: float = 0.1
     gradient: float = 0.5
+
+
+# Config fields added after the first runs, with the value those runs had (as model/train.py's).
+LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS}
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,7 @@ class RefineConfig:
         return cls(**{**raw, "losses": FineLosses(**raw.get("losses", {}))})
 
     def digest(self) -> str:
-        fields = asdict(self)
-        if fields["ct_dir"] is None:  # phantom runs: the digest of the first runs, before ct_dir existed
-            del fields["ct_dir"]
-        if fields["layers"] == FINE_LAYERS:  # likewise before the depth could be set
-            del fields["layers"]
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return config_digest(asdict(self), LATER_FIELDS)
 
 
 def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
