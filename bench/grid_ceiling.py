@@ -5,7 +5,9 @@ upsamples trilinearly. Its best possible output is the truth average-pooled to t
 upsampled the same way; this prints how that scores on held-out heads with psct evaluate's
 metrics, next to exported models' scores on the same heads: the share of the gap the grid
 explains and the share left to learning. `--validation` scores heads of another stream instead:
-compare experiments there, so the held-out set stays a test.
+compare experiments there, so the held-out set stays a test. `--training N` scores the first N
+heads of the training stream (seed 0, geometry tags present): a model that scores them no better
+than validation heads is under-fitted, not short of data.
 """
 
 from __future__ import annotations
@@ -44,15 +46,20 @@ def main() -> None:
     parser.add_argument("--rest", action="store_true", help="score the heads --every leaves out instead")
     parser.add_argument("--validation", action="store_true", help="heads of the validation stream, not the held-out "
                         "set: the ones to compare experiments on")  # fmt: skip
+    parser.add_argument("--training", type=int, metavar="N", help="the first N heads of the training stream "
+                        "instead (seed 0): the fit, to set against the validation heads")  # fmt: skip
     args = parser.parse_args()
     models = args.model or [DEFAULT_MODEL]
 
     import onnxruntime as ort
 
+    from model.dataset import pair_spec
     from model.evaluate import HELD_OUT_STREAM, VALIDATION_STREAM, held_out_specs, make_case, score
 
     sessions = {path.name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for path in models}
     heads = held_out_specs(stream=VALIDATION_STREAM if args.validation else HELD_OUT_STREAM)
+    if args.training:
+        heads = [pair_spec(i) for i in range(args.training)]  # make_case gives every head its tags
     every = heads[:: args.every]
     specs = [s for s in heads if s not in every] if args.rest else every
     rows: dict[str, list[dict[str, float]]] = {f"truth on the {1.5 * p:g} mm grid": [] for p in args.pool}
@@ -66,7 +73,8 @@ def main() -> None:
             rows[name].append(score(session.run(None, case.inputs)[0][0, 0], case))
         print(f"{spec.condition} {spec.age_y:g} y", flush=True)
     which = f"all but every {args.every}th" if args.rest else "all" if args.every == 1 else f"every {args.every}th"
-    which = f"{'validation' if args.validation else 'held-out'} heads ({which})"
+    stream = "training" if args.training else "validation" if args.validation else "held-out"
+    which = f"{stream} heads ({which})"
     print(f"\n{len(specs)} {which}, {platform.machine()} with {os.cpu_count()} CPUs, "
           f"{(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
     print("| row | " + " | ".join(COLUMNS) + " |")

@@ -218,7 +218,7 @@ def plot_losses(
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     steps = [r["step"] for r in records]
     figure, axis = plt.subplots(figsize=(7, 4))
-    for name in names:
+    for name in (n for n in names if all(n in r for r in records)):  # a run resumed across a new term
         values = np.array([r[name] for r in records])
         window = max(1, len(values) // 50)
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")

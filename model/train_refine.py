@@ -31,10 +31,17 @@ class FineLosses:
     # in the brain); at 0 it erased the bone it cannot place. 0.1: bone ~3-10x.
     bone: float = 0.1
     gradient: float = 0.5
+    # Soft Dice of the bone mask at BONE_HU: the HU terms leave a blurred thin vault just under the
+    # threshold, where Dice, the skull surface and the intracranial volume all read it.
+    dice: float = 0.0
 
 
 # Config fields added after the first runs, with the value those runs had (as model/train.py's).
 LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS}
+LATER_LOSSES = {"dice": 0.0}
+# Width of the soft threshold: the sigmoid goes from 5 % to 95 % over 300 +- 150 HU, about the step
+# from soft tissue to cancellous bone, so the term sees voxels near the threshold and not the rest.
+SOFT_BONE_WIDTH_HU = 50.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,9 @@ class RefineConfig:
         return cls(**{**raw, "losses": FineLosses(**raw.get("losses", {}))})
 
     def digest(self) -> str:
-        return config_digest(asdict(self), LATER_FIELDS)
+        fields = asdict(self)
+        fields["losses"] = {k: v for k, v in fields["losses"].items() if LATER_LOSSES.get(k, object()) != v}
+        return config_digest(fields, LATER_FIELDS)
 
 
 def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
@@ -122,8 +131,17 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     p = out[:, 0, inner, inner, inner]
     t = torch.stack(truth_patches)[:, inner, inner, inner]
     terms = hu_terms(p, t)
+    terms["dice"] = soft_dice_loss(p, t)
     terms["total"] = sum(getattr(weights, name) * terms[name] for name in asdict(weights))  # type: ignore[assignment]
     return terms
+
+
+def soft_dice_loss(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """1 - Dice of the truth's bone mask and a sigmoid of the prediction around BONE_HU (HU / HU_SCALE),
+    pooled over all patches so a patch without bone adds only its false positives."""
+    soft = torch.sigmoid((predicted - BONE_HU / HU_SCALE) * (HU_SCALE / SOFT_BONE_WIDTH_HU))
+    bone = (truth > BONE_HU / HU_SCALE).to(soft.dtype)
+    return 1.0 - 2.0 * (soft * bone).sum() / (soft.sum() + bone.sum()).clamp(min=1.0)
 
 
 def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]
@@ -187,7 +205,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
                         "schedule": schedule.state_dict(), "step": step + 1, "config": asdict(config),
                         "digest": config.digest(), "stage1": stage1, "base": str(base)}, partial)  # fmt: skip
             partial.replace(checkpoint)  # a kill mid-write leaves the previous checkpoint intact
-            plot_losses(history, run_dir / "losses.png", ("total", "l1", "bone", "gradient"))
+            plot_losses(history, run_dir / "losses.png", ("total", "l1", "bone", "gradient", "dice"))
             log(f"step {step + 1}/{config.steps} loss {record['total']:.4f} ({record['seconds']:.0f} s)")
         if step + 1 == stop_after:
             break

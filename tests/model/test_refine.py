@@ -14,9 +14,11 @@ import torch
 
 from model.dataset import PairStream
 from model.export import INPUT_NAMES, default_output, export_psct_net
+from model.metrics import dice
+from model.network import HU_SCALE
 from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
 from model.train import TrainConfig, inputs_of, train
-from model.train_refine import RefineConfig, refined_net, train_refine
+from model.train_refine import RefineConfig, refined_net, soft_dice_loss, train_refine
 from service.settings import DEFAULT_MODEL
 
 CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"
@@ -147,10 +149,29 @@ def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(s
 
 STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"}),
                       ("refine-8-layers", {"layers"}), ("refine-8-view-channels", {"view_channels"}),
-                      ("refine-bone-share-0.5", {"bone_share"}), ("refine-seed1", {"seed"})]  # MODEL_CARD  # fmt: skip
+                      ("refine-bone-share-0.5", {"bone_share"}), ("refine-seed1", {"seed"}),
+                      ("refine-dice-0.25", {"losses"}), ("refine-dice-1", {"losses"}),
+                      ("refine-dice-3", {"losses"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
 def test_a_stage2_experiment_config_changes_only_what_it_tests(variant: str, changed: set) -> None:
     one, other = (asdict(RefineConfig.from_json(CONFIGS / f"{name}.json")) for name in (variant, "refine"))
     assert {key for key in one if key != "name" and one[key] != other[key]} == changed
+
+
+def test_the_soft_dice_term_is_one_minus_dice_away_from_the_threshold_and_pulls_bone_over_it() -> None:
+    """Voxels >= 500 HU from 300 HU sit 10 widths out, where the sigmoid is within 5e-5 of 0 or 1: the
+    term must equal 1 - Dice of the 300 HU masks to that (summed over a few hundred voxels, 1e-3)."""
+    rng = np.random.default_rng(3)
+    truth_hu = np.where(rng.random((2, 12, 12, 12)) < 0.2, 1200.0, 20.0)
+    predicted_hu = np.where(rng.random(truth_hu.shape) < 0.25, 1000.0, -200.0)
+    predicted = torch.tensor(predicted_hu / HU_SCALE, requires_grad=True)
+    loss = soft_dice_loss(predicted, torch.tensor(truth_hu / HU_SCALE))
+    assert loss.item() == pytest.approx(1.0 - dice(predicted_hu > 300, truth_hu > 300), abs=1e-3)
+    # At the threshold the gradient raises a true-bone voxel and lowers a false one.
+    at = torch.full((1, 4, 4, 4), 300.0 / HU_SCALE, requires_grad=True)
+    truth = torch.zeros(1, 4, 4, 4)
+    truth[0, :2] = 1000.0 / HU_SCALE
+    soft_dice_loss(at, truth).backward()
+    assert (at.grad[0, :2] < 0).all() and (at.grad[0, 2:] > 0).all()
