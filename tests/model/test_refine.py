@@ -147,11 +147,13 @@ def test_psct_export_writes_stage2_to_the_served_default_never_over_its_stage1(s
     assert default_output(stage1.parent / "checkpoint.pt") == DEFAULT_MODEL.with_name("psct-net.onnx")
 
 
+# Each against refine.json, the baseline (served until the soft-Dice term; refine-dice-1.json is now).
 STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {"channels"}),
                       ("refine-8-layers", {"layers"}), ("refine-8-view-channels", {"view_channels"}),
                       ("refine-bone-share-0.5", {"bone_share"}), ("refine-seed1", {"seed"}),
                       ("refine-dice-0.25", {"losses"}), ("refine-dice-1", {"losses"}),
-                      ("refine-dice-3", {"losses"})]  # MODEL_CARD  # fmt: skip
+                      ("refine-dice-3", {"losses"}),
+                      ("refine-dice-1-300-pairs", {"losses", "pairs"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)

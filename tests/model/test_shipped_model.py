@@ -19,7 +19,8 @@ from worker.pipeline import reconstruct
 from worker.runtime import cached
 
 CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"
-REFERENCE, REFINE = CONFIGS / "reference.json", CONFIGS / "refine.json"
+# refine.json without the soft-Dice term stays the baseline the stage-2 experiments change one field of.
+REFERENCE, SERVED_REFINE = CONFIGS / "reference.json", CONFIGS / "refine-dice-1.json"
 STAGE1 = DEFAULT_MODEL.with_name("psct-net.onnx")  # the base inside the default; PSCT_MODEL_PATH serves it
 # Issue 5's field and voxel bounds; its ONNX-vs-PyTorch tolerance.
 MIN_FIELD_MM, MAX_VOXEL_MM, MAX_EXPORT_DIFF_HU = 220.0, 1.75, 1.0
@@ -67,19 +68,19 @@ def test_stage1_beats_the_physics_baseline_on_unseen_heads(unseen_scores: list[d
     assert np.mean(gains) >= MIN_PSNR_GAIN_DB, gains
 
 
-def test_the_default_is_refine_json_on_the_shipped_stage1() -> None:
+def test_the_default_is_the_served_refine_config_on_the_shipped_stage1() -> None:
     assert DEFAULT_MODEL.name == "psct-net-stage2.onnx"
     sidecar = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == sidecar["sha256"]
     assert "not for diagnostic use" in sidecar["label"] and "fine_head" in sidecar["architecture"]
     assert sidecar["export_check"]["max_abs_diff_hu"] <= MAX_EXPORT_DIFF_HU
-    stage2, refine = sidecar["training"]["stage2"], RefineConfig.from_json(REFINE)
+    stage2, refine = sidecar["training"]["stage2"], RefineConfig.from_json(SERVED_REFINE)
     assert stage2["stage1_sha256"] == hashlib.sha256(STAGE1.read_bytes()).hexdigest()
     assert stage2["config_digest"] == refine.digest() and stage2["steps"] == refine.steps
 
 
 def test_the_default_stage2_improves_on_stage1_on_unseen_heads(unseen_scores: list[dict]) -> None:
-    """On means over the three heads (held-out: +0.1 dB, +0.056 Dice); one head may differ."""
+    """On means over the three heads (held-out: see docs/results.md); one head may differ."""
     stage1 = np.mean([s[STAGE1.name] for s in unseen_scores], axis=0)
     stage2 = np.mean([s[DEFAULT_MODEL.name] for s in unseen_scores], axis=0)
     assert stage2[0] > stage1[0] and stage2[1] > stage1[1], (stage1, stage2)
