@@ -177,3 +177,10 @@ def test_the_soft_dice_term_is_one_minus_dice_away_from_the_threshold_and_pulls_
     truth[0, :2] = 1000.0 / HU_SCALE
     soft_dice_loss(at, truth).backward()
     assert (at.grad[0, :2] < 0).all() and (at.grad[0, 2:] > 0).all()
+
+
+def test_a_config_without_the_soft_dice_term_keeps_the_digest_its_runs_recorded() -> None:
+    """refine.json's runs (the stage 2 served until the term existed) recorded this digest."""
+    config = RefineConfig.from_json(CONFIGS / "refine.json")
+    assert config.losses.dice == 0.0 and config.digest() == "08d77f720a3a6db2"
+    assert RefineConfig.from_json(CONFIGS / "refine-dice-1.json").digest() != config.digest()
