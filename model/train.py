@@ -33,10 +33,16 @@ class Losses:
     bone: float = 2.0  # extra weight of that error on true bone (thin bone is the hard part)
     gradient: float = 0.5  # L1 of finite differences: sharp edges, not blurred shells
     projection: float = 0.1  # the prediction re-projected vs the truth re-projected, both views
+    # Soft Dice of the bone mask at BONE_HU (soft_dice_loss): the terms above leave thin bone just
+    # under the threshold, where Dice, the skull surface and the intracranial volume read it.
+    dice: float = 0.0
 
 
-# Config fields added after the first runs, with the value those runs had.
-LATER_FIELDS = {"lifting": "geometry", "ct_dir": None, "precision": "float32"}
+# Config fields added after the first runs, with the value those runs had (a table for a nested one).
+LATER_FIELDS = {"lifting": "geometry", "ct_dir": None, "precision": "float32", "losses": {"dice": 0.0}}
+# Width of the soft threshold: the sigmoid goes from 5 % to 95 % over 300 +- 150 HU, about the step
+# from soft tissue to cancellous bone, so the Dice term sees voxels near the threshold and not the rest.
+SOFT_BONE_WIDTH_HU = 50.0
 # "bfloat16": convolutions autocast to bfloat16 (faster where the CPU has AVX512-BF16 or AMX: the
 # MODEL_CARD has the figures); weights, optimiser, geometry and losses stay float32, and so do
 # export and serving.
@@ -93,8 +99,18 @@ class TrainConfig:
 def config_digest(fields: dict, later_fields: dict) -> str:
     """16 hex digits of a config; a field added later is left out at the value earlier runs had, so
     runs from before it existed keep their digest."""
-    kept = {k: v for k, v in fields.items() if k not in later_fields or v != later_fields[k]}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_without_later(fields, later_fields), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _without_later(fields: dict, later_fields: dict) -> dict:
+    kept = {}
+    for name, value in fields.items():
+        later = later_fields.get(name, object())
+        if isinstance(later, dict) and isinstance(value, dict):  # a table (losses): the same, one level down
+            kept[name] = _without_later(value, later)
+        elif value != later:
+            kept[name] = value
+    return kept
 
 
 def build(config: TrainConfig) -> PSCTNet:
@@ -116,7 +132,17 @@ def hu_terms(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Te
     terms["gradient"] = sum(
         (torch.diff(predicted, dim=d) - torch.diff(truth, dim=d)).abs().mean() for d in (-3, -2, -1)
     )  # type: ignore[assignment]
+    terms["dice"] = soft_dice_loss(predicted, truth)
     return terms
+
+
+def soft_dice_loss(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """1 - Dice of the truth's bone mask and a sigmoid of the prediction around BONE_HU (HU / HU_SCALE),
+    pooled over everything given (stage 2: all patches, so a patch without bone adds only its false
+    positives)."""
+    soft = torch.sigmoid((predicted - BONE_HU / HU_SCALE) * (HU_SCALE / SOFT_BONE_WIDTH_HU))
+    bone = (truth > BONE_HU / HU_SCALE).to(soft.dtype)
+    return 1.0 - 2.0 * (soft * bone).sum() / (soft.sum() + bone.sum()).clamp(min=1.0)
 
 
 def loss_terms(
@@ -208,7 +234,7 @@ def save_checkpoint(net, optimiser, schedule, step: int, config: TrainConfig, pa
 
 
 def plot_losses(
-    log_path: Path, png_path: Path, names: tuple[str, ...] = ("total", "l1", "bone", "gradient", "projection")
+    log_path: Path, png_path: Path, names: tuple[str, ...] = ("total", "l1", "bone", "gradient", "projection", "dice")
 ) -> None:
     import matplotlib
 

@@ -37,11 +37,7 @@ class FineLosses:
 
 
 # Config fields added after the first runs, with the value those runs had (as model/train.py's).
-LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS}
-LATER_LOSSES = {"dice": 0.0}
-# Width of the soft threshold: the sigmoid goes from 5 % to 95 % over 300 +- 150 HU, about the step
-# from soft tissue to cancellous bone, so the term sees voxels near the threshold and not the rest.
-SOFT_BONE_WIDTH_HU = 50.0
+LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS, "losses": {"dice": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -72,9 +68,7 @@ class RefineConfig:
         return cls(**{**raw, "losses": FineLosses(**raw.get("losses", {}))})
 
     def digest(self) -> str:
-        fields = asdict(self)
-        fields["losses"] = {k: v for k, v in fields["losses"].items() if LATER_LOSSES.get(k, object()) != v}
-        return config_digest(fields, LATER_FIELDS)
+        return config_digest(asdict(self), LATER_FIELDS)
 
 
 def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
@@ -131,17 +125,8 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     p = out[:, 0, inner, inner, inner]
     t = torch.stack(truth_patches)[:, inner, inner, inner]
     terms = hu_terms(p, t)
-    terms["dice"] = soft_dice_loss(p, t)
     terms["total"] = sum(getattr(weights, name) * terms[name] for name in asdict(weights))  # type: ignore[assignment]
     return terms
-
-
-def soft_dice_loss(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """1 - Dice of the truth's bone mask and a sigmoid of the prediction around BONE_HU (HU / HU_SCALE),
-    pooled over all patches so a patch without bone adds only its false positives."""
-    soft = torch.sigmoid((predicted - BONE_HU / HU_SCALE) * (HU_SCALE / SOFT_BONE_WIDTH_HU))
-    bone = (truth > BONE_HU / HU_SCALE).to(soft.dtype)
-    return 1.0 - 2.0 * (soft * bone).sum() / (soft.sum() + bone.sum()).clamp(min=1.0)
 
 
 def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]

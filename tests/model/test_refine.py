@@ -18,7 +18,8 @@ from model.metrics import dice
 from model.network import HU_SCALE
 from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
 from model.train import TrainConfig, inputs_of, train
-from model.train_refine import RefineConfig, refined_net, soft_dice_loss, train_refine
+from model.train import soft_dice_loss
+from model.train_refine import RefineConfig, refined_net, train_refine
 from service.settings import DEFAULT_MODEL
 
 CONFIGS = Path(__file__).resolve().parents[2] / "model" / "configs"

@@ -94,6 +94,10 @@ def test_the_hu_terms_are_the_stated_means() -> None:
     # differences of 0.75 (one where it is the voxel's last neighbour on that axis: x = 3).
     per_axis = [2 * 0.75 / 48, 2 * 0.75 / 48, 0.75 / 48]
     assert float(terms["gradient"]) == pytest.approx(sum(per_axis))
+    # Soft Dice, 50 HU wide around 300 HU: the bone voxel at 500 HU counts sigmoid(4), each of the
+    # 63 others at 250 HU sigmoid(-1) of a false positive.
+    bone_soft, other_soft = 1 / (1 + np.exp(-4.0)), 1 / (1 + np.exp(1.0))
+    assert float(terms["dice"]) == pytest.approx(1 - 2 * bone_soft / (bone_soft + 63 * other_soft + 1), rel=1e-5)
     batched = hu_terms(torch.stack([predicted, truth]), torch.stack([truth, truth]))  # stage 2's patch batches
     assert float(batched["bone"]) == pytest.approx(0.25)
 
@@ -185,6 +189,7 @@ EXPERIMENTS = [
     ("reference", "bfloat16/reference", {"losses.bone"}),
     ("geometry-free", "reference", {"lifting", "widths"}),
     ("no-attention", "reference", {"attention"}),
+    ("dice-1", "reference", {"losses.dice"}),
     ("bone-0.5/geometry-free", "bone-0.5/reference", {"lifting", "widths"}),
     ("bone-0.5/no-attention", "bone-0.5/reference", {"attention"}),
     *(
@@ -199,3 +204,16 @@ EXPERIMENTS = [
 def test_an_experiment_config_changes_only_what_it_tests(variant: str, base: str, changed: set) -> None:
     one, other = flat_config(TINY.parent / f"{variant}.json"), flat_config(TINY.parent / f"{base}.json")
     assert {key for key in one if one[key] != other[key]} == changed
+
+
+def test_a_later_field_at_its_first_value_leaves_the_digest_as_before() -> None:
+    """Runs from before a field (or a term in a table such as losses) existed keep their digest."""
+    from model.train import config_digest
+
+    before = {"steps": 10, "losses": {"l1": 1.0}}
+    later = {"lifting": "geometry", "losses": {"dice": 0.0}}
+    assert config_digest({**before, "lifting": "geometry", "losses": {"l1": 1.0, "dice": 0.0}}, later) == (
+        config_digest(before, later)
+    )
+    assert config_digest({**before, "losses": {"l1": 1.0, "dice": 1.0}}, later) != config_digest(before, later)
+    assert config_digest({**before, "lifting": "dense"}, later) != config_digest(before, later)
