@@ -17,8 +17,7 @@ from model.export import INPUT_NAMES, default_output, export_psct_net
 from model.metrics import dice
 from model.network import HU_SCALE
 from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
-from model.train import TrainConfig, inputs_of, train
-from model.train import soft_dice_loss
+from model.train import TrainConfig, inputs_of, soft_dice_loss, train
 from model.train_refine import RefineConfig, refined_net, train_refine
 from service.settings import DEFAULT_MODEL
 
