@@ -28,19 +28,40 @@ from service.settings import DEFAULT_MODEL  # noqa: E402
 COLUMNS = ("psnr_db", "bone_dice", "assd_mm", "icv_error_pct", "ci_error_points")
 
 
-def pooled_and_upsampled(hu: np.ndarray, pool: int) -> np.ndarray:
+def down_and_up(hu: np.ndarray, coarse_shape: list[int]) -> np.ndarray:
+    """The truth averaged onto a coarser grid (any factor: adaptive pooling) and upsampled back."""
     import torch
     import torch.nn.functional as F
 
     volume = torch.from_numpy(hu.astype(np.float32))[None, None]
-    coarse = F.avg_pool3d(volume, pool)
+    coarse = F.adaptive_avg_pool3d(volume, coarse_shape)
     return F.interpolate(coarse, size=hu.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def pooled_and_upsampled(hu: np.ndarray, pool: float) -> np.ndarray:
+    return down_and_up(hu, [round(n / pool) for n in hu.shape])
+
+
+def fitted_and_upsampled(hu: np.ndarray, voxels: int, margin_px: int = 3) -> np.ndarray:
+    """The same with `voxels` per axis spread over the head's own box (tissue above -500 HU, plus a
+    margin) instead of the whole field: what a field fitted to each head could reach at most, since
+    the box comes from the truth here and would have to be estimated from the views."""
+    head = hu > -500
+    box = []
+    for axis in range(3):
+        filled = np.flatnonzero(head.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(filled[0] - margin_px, 0), min(filled[-1] + 1 + margin_px, hu.shape[axis])))
+    out = np.full_like(hu, hu.min())
+    out[tuple(box)] = down_and_up(hu[tuple(box)], [voxels] * 3)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--every", type=int, default=5, help="score every Nth held-out head (default 5: 7 heads)")
-    parser.add_argument("--pool", type=int, nargs="+", default=[2], help="coarse grid factors (2: 3 mm)")
+    parser.add_argument("--pool", type=float, nargs="+", default=[2], help="coarse grid factors (2: 3 mm)")
+    parser.add_argument("--fitted", type=int, nargs="*", default=[], metavar="VOXELS", help="also the truth on a "
+                        "grid of VOXELS per axis fitted to each head's box (80: stage 1's cost)")  # fmt: skip
     parser.add_argument("--model", type=Path, action="append", help="exported models scored beside them "
                         "(repeatable; default the service's)")  # fmt: skip
     parser.add_argument("--rest", action="store_true", help="score the heads --every leaves out instead")
@@ -63,12 +84,17 @@ def main() -> None:
     every = heads[:: args.every]
     specs = [s for s in heads if s not in every] if args.rest else every
     rows: dict[str, list[dict[str, float]]] = {f"truth on the {1.5 * p:g} mm grid": [] for p in args.pool}
+    rows.update({f"truth on {n} voxels per axis fitted to the head": [] for n in args.fitted})
     rows.update({name: [] for name in sessions})
     start = time.perf_counter()
     for spec in specs:
         case = make_case(spec, "standard")
         for pool in args.pool:
             rows[f"truth on the {1.5 * pool:g} mm grid"].append(score(pooled_and_upsampled(case.truth_hu, pool), case))
+        for n in args.fitted:
+            rows[f"truth on {n} voxels per axis fitted to the head"].append(
+                score(fitted_and_upsampled(case.truth_hu, n), case)
+            )
         for name, session in sessions.items():
             rows[name].append(score(session.run(None, case.inputs)[0][0, 0], case))
         print(f"{spec.condition} {spec.age_y:g} y", flush=True)
