@@ -78,6 +78,10 @@ class Refiner3d(nn.Module):
         self.head = nn.Conv3d(widths[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.decoded(x))
+
+    def decoded(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder features (widths[0] channels), which the 1x1 head turns into HU."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool3d(x, 2))
@@ -86,7 +90,7 @@ class Refiner3d(nn.Module):
             x = up(x)
             skip = gate(skip, x) if isinstance(gate, AttentionGate) else skip
             x = merge(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return x
 
 
 def scale_matrix(matrix: torch.Tensor, factor: float) -> torch.Tensor:
@@ -164,11 +168,22 @@ class PSCTNet(nn.Module):
         self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor
     ) -> torch.Tensor:
         """HU / HU_SCALE on the coarse grid (what training compares with pooled truth)."""
+        return self.refiner(self._fused(pa, lateral, pa_matrix, lateral_matrix))
+
+    def coarse_features(
+        self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor
+    ) -> torch.Tensor:
+        """The refiner's last features on the coarse grid, before its 1x1 HU head (stage 2 may read them)."""
+        return self.refiner.decoded(self._fused(pa, lateral, pa_matrix, lateral_matrix))
+
+    def _fused(
+        self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor
+    ) -> torch.Tensor:
         lifted_pa = self._lift(0, pa, pa_matrix)
         lifted_lat = self._lift(1, lateral, lateral_matrix)
         f_pa, seen_pa = lifted_pa[:, :-1], lifted_pa[:, -1:]
         f_lat, seen_lat = lifted_lat[:, :-1], lifted_lat[:, -1:]
-        return self.refiner(torch.cat([f_pa, f_lat, f_pa * f_lat, seen_pa, seen_lat], dim=1))
+        return torch.cat([f_pa, f_lat, f_pa * f_lat, seen_pa, seen_lat], dim=1)
 
     def forward(
         self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor, lateral_matrix: torch.Tensor

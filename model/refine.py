@@ -28,7 +28,10 @@ FINE_LAYERS = 4  # 3x3x3 convolutions by default: the head's receptive radius in
 class FineHead(nn.Module):
     """(coarse HU / HU_SCALE on a grid, views, matrices, that grid's axes) -> corrected HU / HU_SCALE."""
 
-    def __init__(self, channels: int = 8, view_channels: int = 4, layers: int = FINE_LAYERS) -> None:
+    def __init__(self, channels: int = 8, view_channels: int = 4, layers: int = FINE_LAYERS, coarse_features: int = 0,
+                 stage1_channels: int = 16) -> None:  # fmt: skip
+        """`coarse_features` > 0: the head also reads stage 1's last features (`stage1_channels` of
+        them), mixed down to that many channels by a 1x1 convolution on the coarse grid, where it is cheap."""
         super().__init__()
         if layers < 2:
             raise ValueError(f"the fine head needs at least 2 layers, got {layers}")
@@ -37,31 +40,43 @@ class FineHead(nn.Module):
                           nn.Conv2d(view_channels, view_channels, 3, padding=1))
             for _ in range(2)
         ])  # fmt: skip
-        widths = [1 + 3 * view_channels] + [channels] * (layers - 1)
+        self.reduce = nn.Conv3d(stage1_channels, coarse_features, 1) if coarse_features else None
+        widths = [1 + 3 * view_channels + coarse_features] + [channels] * (layers - 1)
         convs: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:], strict=False):
             convs += [nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
         self.body = nn.Sequential(*convs, nn.Conv3d(channels, 1, 3, padding=1))
         self.layers = layers  # the receptive radius in voxels: patch training's margin
         self.config = {"channels": channels, "view_channels": view_channels, "layers": layers}
+        if coarse_features:  # only then: earlier heads' sidecars stay as they were
+            self.config.update(coarse_features=coarse_features, stage1_channels=stage1_channels)
 
     def view_features(self, pa: torch.Tensor, lateral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.views[0](pa), self.views[1](lateral)
 
     def head_inputs(self, coarse: torch.Tensor, features: tuple[torch.Tensor, torch.Tensor], pa_matrix: torch.Tensor,
                 lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
-                z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        """The body's input on one grid: coarse HU and both views back-projected (the body runs on a batch)."""
+                z_mm: torch.Tensor, stage1: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The body's input on one grid: coarse HU, both views back-projected and, with `reduce`, stage 1's
+        mixed features upsampled to that grid (the body runs on a batch)."""
         pa, lateral = (
             back_project(f, m[None], x_mm, y_mm, z_mm)
             for f, m in zip(features, (pa_matrix, lateral_matrix), strict=True)
         )
-        return torch.cat([coarse, pa, lateral, pa * lateral], dim=1)
+        return torch.cat([coarse, pa, lateral, pa * lateral, *([] if stage1 is None else [stage1])], dim=1)
 
     def forward(self, coarse: torch.Tensor, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
-                lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor,
-                z_mm: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        stacked = self.head_inputs(coarse, self.view_features(pa, lateral), pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+                lateral_matrix: torch.Tensor, x_mm: torch.Tensor, y_mm: torch.Tensor, z_mm: torch.Tensor,
+                stage1_features: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """`stage1_features`: stage 1's last features on its coarse grid (needed with `reduce`)."""
+        stage1 = None
+        if self.reduce is not None:
+            if stage1_features is None:
+                raise ValueError("this fine head reads stage 1's features: pass stage1_features")
+            stage1 = F.interpolate(self.reduce(stage1_features), size=coarse.shape[-3:], mode="trilinear",
+                                   align_corners=False)  # fmt: skip
+        features = self.view_features(pa, lateral)
+        stacked = self.head_inputs(coarse, features, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm, stage1)
         return coarse + self.body(stacked)
 
 
@@ -82,9 +97,14 @@ class RefinedNet(nn.Module):
 
     def forward(self, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
                 lateral_matrix: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        upsampled = upsampled_coarse(self.coarse, pa, lateral, pa_matrix, lateral_matrix)
-        fine = self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, self.x_mm, self.y_mm, self.z_mm)
-        return fine * HU_SCALE
+        axes = (self.x_mm, self.y_mm, self.z_mm)
+        if self.head.reduce is None:  # the graph of the heads that read only stage 1's HU, unchanged
+            upsampled = upsampled_coarse(self.coarse, pa, lateral, pa_matrix, lateral_matrix)
+            return self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, *axes) * HU_SCALE
+        features = self.coarse.coarse_features(pa, lateral, pa_matrix, lateral_matrix)
+        upsampled = F.interpolate(self.coarse.refiner.head(features), size=self.output_shape, mode="trilinear",
+                                  align_corners=False)  # fmt: skip
+        return self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, *axes, features) * HU_SCALE
 
 
 def upsampled_coarse(coarse: PSCTNet, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
@@ -92,6 +112,19 @@ def upsampled_coarse(coarse: PSCTNet, pa: torch.Tensor, lateral: torch.Tensor, p
     """The coarse network's HU / HU_SCALE on the serving grid, as its own forward upsamples it."""
     low = coarse.coarse(pa, lateral, pa_matrix, lateral_matrix)
     return F.interpolate(low, size=coarse.output_shape, mode="trilinear", align_corners=False)
+
+
+def upsampled_patch(coarse: torch.Tensor, z: slice, y: slice, x: slice,
+                    fine_shape: tuple[int, ...] = OUTPUT_SHAPE) -> torch.Tensor:  # fmt: skip
+    """One patch of F.interpolate(coarse, fine_shape, trilinear, align_corners=False), computed only
+    there: grid_sample at the patch's voxel centres (border clamping is interpolate's at the edges)."""
+    axes = [
+        (torch.arange(s.start, s.stop, dtype=coarse.dtype) + 0.5) / n * 2 - 1
+        for s, n in zip((z, y, x), fine_shape, strict=True)
+    ]
+    gz, gy, gx = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack([gx, gy, gz], dim=-1)[None].expand(coarse.shape[0], -1, -1, -1, -1)
+    return F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def coarse_from_onnx(onnx_path: Path, atol_hu: float = 1.0) -> PSCTNet:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from model.dataset import PairStream, TrainingPair, ct_sources
 from model.export import sha256_of
 from model.network import HU_SCALE, PSCTNet
-from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_coarse
+from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_patch
 from model.train import BONE_HU, TrainConfig, build, config_digest, hu_terms, inputs_of, plot_losses
 
 
@@ -37,7 +38,7 @@ class FineLosses:
 
 
 # Config fields added after the first runs, with the value those runs had (as model/train.py's).
-LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS, "losses": {"dice": 0.0}}
+LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS, "coarse_features": 0, "losses": {"dice": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class RefineConfig:
     channels: int = 8
     view_channels: int = 4
     layers: int = FINE_LAYERS  # 3x3x3 convolutions of the head: its receptive radius, the patches' margin
+    coarse_features: int = 0  # > 0: the head also reads stage 1's last features, mixed down to this many
     ct_dir: str | None = None  # real CTs instead of phantoms, as stage 1's ct_dir
     seed: int = 0
     checkpoint_every: int = 100
@@ -104,20 +106,24 @@ def patch_corner(rng: np.random.Generator, bone: np.ndarray, shape: tuple[int, .
 
 
 def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, corners: list[np.ndarray],
-                    size: int, weights: FineLosses) -> dict[str, torch.Tensor]:  # fmt: skip
+                    size: int, weights: FineLosses,
+                    stage1_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Losses in HU / HU_SCALE on each patch's interior: the head's depth in voxels in from its faces, where
-    the head sees the same neighbours as in a whole-volume run. `coarse`: (1, 1, D, H, W)."""
+    the head sees the same neighbours as in a whole-volume run. `coarse`: (1, 1, D, H, W); with the head's
+    `reduce`, `stage1_features` are stage 1's last features on its own grid."""
     pa, lateral, pa_matrix, lateral_matrix = inputs_of(pair)
     x_mm, y_mm, z_mm = output_axes()
     truth_all = torch.from_numpy(pair.hu) / HU_SCALE
     inner = slice(head.layers, size - head.layers)
     features = head.view_features(pa, lateral)
+    mixed = None if head.reduce is None or stage1_features is None else head.reduce(stage1_features)
     stacked, coarse_patches, truth_patches = [], [], []
     for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
         z, y, x = slice(z0, z0 + size), slice(y0, y0 + size), slice(x0, x0 + size)
         coarse_patches.append(coarse[:, :, z, y, x])
+        stage1 = None if mixed is None else upsampled_patch(mixed, z, y, x, tuple(coarse.shape[-3:]))
         stacked.append(
-            head.head_inputs(coarse_patches[-1], features, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
+            head.head_inputs(coarse_patches[-1], features, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z], stage1)
         )
         truth_patches.append(truth_all[z, y, x])
     batch = torch.cat(stacked).contiguous(memory_format=torch.channels_last_3d)  # ~1.8x faster convs on CPU
@@ -144,7 +150,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
             raise ValueError(f"{run_dir} holds a run of another config or stage 1: use a new folder")
     config_path.write_text(json.dumps(recorded, indent=1) + "\n")
     torch.manual_seed(config.seed)
-    head = FineHead(config.channels, config.view_channels, config.layers)
+    head = head_of(config, coarse_net)
     optimiser = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=max(config.steps, 2))
     checkpoint, history = run_dir / "checkpoint.pt", run_dir / "losses.jsonl"
@@ -161,7 +167,8 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
     # Full-resolution truth (pool 1): its own cache files, the same heads and rooms as stage 1's.
     sources = ct_sources(Path(config.ct_dir)) if config.ct_dir else ()
     stream = PairStream(config.pairs, config.base_seed, 1, cache, config.omit_probability, sources)
-    coarse_outputs: dict[int, torch.Tensor] = {}  # recomputed after a resume: deterministic
+    # Upsampled HU (and, for a head that reads them, stage 1's features): recomputed after a resume.
+    coarse_outputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     head.train()
     tick = time.perf_counter()
     for step in range(start, config.steps):
@@ -169,13 +176,12 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
         index = int(np.random.default_rng([config.seed, epoch]).permutation(config.pairs)[position])
         pair = stream[index]
         if index not in coarse_outputs:
-            with torch.no_grad():
-                coarse_outputs[index] = upsampled_coarse(coarse_net, *inputs_of(pair))
-        coarse = coarse_outputs[index]
+            coarse_outputs[index] = stage1_outputs(coarse_net, pair, with_features=head.reduce is not None)
+        coarse, stage1_features = coarse_outputs[index]
         rng = np.random.default_rng([config.seed, step])
         candidates = np.argwhere((pair.hu > BONE_HU) | (coarse[0, 0].numpy() > BONE_HU / HU_SCALE))
         corners = [patch_corner(rng, candidates, pair.hu.shape, config) for _ in range(config.patches)]
-        terms = fine_loss_terms(head, pair, coarse, corners, config.patch_voxels, config.losses)
+        terms = fine_loss_terms(head, pair, coarse, corners, config.patch_voxels, config.losses, stage1_features)
         optimiser.zero_grad()
         terms["total"].backward()
         optimiser.step()
@@ -198,6 +204,22 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
             "checkpoint": str(checkpoint)}  # fmt: skip
 
 
+def head_of(config: RefineConfig, coarse_net: PSCTNet) -> FineHead:
+    stage1_channels = coarse_net.refiner.head.in_channels  # the features before stage 1's HU head
+    return FineHead(config.channels, config.view_channels, config.layers, config.coarse_features, stage1_channels)
+
+
+@torch.no_grad()
+def stage1_outputs(coarse_net: PSCTNet, pair: TrainingPair,
+                   with_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """The frozen stage 1 on one pair: its HU / HU_SCALE upsampled to the serving grid, and its last
+    features on its own grid when the head reads them (the same operations as RefinedNet's forward)."""
+    features = coarse_net.coarse_features(*inputs_of(pair))
+    low = coarse_net.refiner.head(features)
+    upsampled = F.interpolate(low, size=coarse_net.output_shape, mode="trilinear", align_corners=False)
+    return upsampled, (features if with_features else None)
+
+
 def refined_net(checkpoint: Path, base: Path | None = None) -> tuple[RefinedNet, dict]:
     """The served network of a stage-2 checkpoint (stage 1 from `base`, default the path it trained on)."""
     state = torch.load(checkpoint, weights_only=False)
@@ -205,7 +227,7 @@ def refined_net(checkpoint: Path, base: Path | None = None) -> tuple[RefinedNet,
     if stage1["sha256"] != state["stage1"]["sha256"]:  # the same weights, wherever the file now lies
         raise ValueError(f"{checkpoint} was trained on another stage 1 than {base}")
     config = RefineConfig(**{**state["config"], "losses": FineLosses(**state["config"]["losses"])})
-    head = FineHead(config.channels, config.view_channels, config.layers)
+    head = head_of(config, coarse_net)
     head.load_state_dict(state["head"])
     return RefinedNet(coarse_net, head).eval(), state
 

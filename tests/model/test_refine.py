@@ -16,7 +16,7 @@ from model.dataset import PairStream
 from model.export import INPUT_NAMES, default_output, export_psct_net
 from model.metrics import dice
 from model.network import HU_SCALE
-from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes
+from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes, upsampled_patch
 from model.train import TrainConfig, inputs_of, soft_dice_loss, train
 from model.train_refine import RefineConfig, refined_net, train_refine
 from service.settings import DEFAULT_MODEL
@@ -64,6 +64,58 @@ def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Pat
     torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
     # ... and not at the patch faces, where its zero padding stands in for neighbours it lacks.
     assert not torch.allclose(patch[..., 0, :, :], whole[:, :, z, y, x][..., 0, :, :])
+
+
+def test_a_patch_of_the_upsampled_coarse_grid_is_that_patch_of_the_whole_upsampling() -> None:
+    """Patch training samples stage 1's upsampled features only where a patch lies; faces included."""
+    coarse = torch.randn(1, 3, 12, 10, 8, dtype=torch.float64)
+    whole = torch.nn.functional.interpolate(coarse, size=(24, 20, 16), mode="trilinear", align_corners=False)
+    for z, y, x in [(slice(0, 7), slice(13, 20), slice(5, 16)), (slice(9, 24), slice(0, 20), slice(0, 1))]:
+        torch.testing.assert_close(upsampled_patch(coarse, z, y, x, (24, 20, 16)), whole[:, :, z, y, x])
+
+
+def test_a_head_reading_stage1_features_sees_on_a_patch_interior_what_it_sees_on_the_whole_volume(
+    cache: Path,
+) -> None:
+    torch.manual_seed(0)
+    head = FineHead(channels=4, view_channels=2, coarse_features=3, stage1_channels=5).eval()
+    pa, lateral, pa_matrix, lateral_matrix = inputs_of(PairStream(1, 900, 8, cache)[0])
+    x_mm, y_mm, z_mm = (a[::4][:24] for a in output_axes())
+    coarse, stage1_features = torch.randn(1, 1, 24, 24, 24) * 0.5, torch.randn(1, 5, 12, 12, 12)
+    with torch.no_grad():
+        whole = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm, stage1_features)
+        z, y, x = slice(3, 19), slice(5, 21), slice(8, 24)
+        mixed = upsampled_patch(head.reduce(stage1_features), z, y, x, (24, 24, 24))
+        views = head.view_features(pa, lateral)
+        stacked = head.head_inputs(coarse[:, :, z, y, x], views, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z],
+                                   mixed)  # fmt: skip
+        patch = coarse[:, :, z, y, x] + head.body(stacked)
+        inner = slice(head.layers, 16 - head.layers)
+        torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
+        # The features do reach the output.
+        other = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm, stage1_features.flip(2))
+        assert not torch.allclose(other, whole)
+    with pytest.raises(ValueError, match="stage1_features"):
+        head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+
+
+def test_a_head_reading_stage1_features_trains_and_exports_within_1_hu(stage1: Path, cache: Path,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    from model.train_refine import untrained_like
+
+    config = replace(RefineConfig.from_json(TINY_REFINE), coarse_features=2)
+    assert config.digest() != RefineConfig.from_json(TINY_REFINE).digest()
+    train_refine(config, stage1, tmp_path / "run", cache, log=lambda _: None)
+    sidecar = export_psct_net(tmp_path / "run" / "checkpoint.pt", tmp_path / "net.onnx", "test")
+    assert sidecar["architecture"]["fine_head"]["coarse_features"] == 2
+    assert sum(p.numel() for p in untrained_like(sidecar).parameters()) == sidecar["parameters"]
+    net, _ = refined_net(tmp_path / "run" / "checkpoint.pt")
+    inputs = inputs_of(PairStream(2, 900, 8, cache)[1])
+    with torch.no_grad():
+        expected = net(*inputs).numpy()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
+    assert np.abs(got - expected).max() <= 1.0
 
 
 def test_stage1_is_rebuilt_from_its_onnx_export(stage1: Path, cache: Path) -> None:
@@ -153,7 +205,8 @@ STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {
                       ("refine-bone-share-0.5", {"bone_share"}), ("refine-seed1", {"seed"}),
                       ("refine-dice-0.25", {"losses"}), ("refine-dice-1", {"losses"}),
                       ("refine-dice-3", {"losses"}),
-                      ("refine-dice-1-300-pairs", {"losses", "pairs"})]  # MODEL_CARD  # fmt: skip
+                      ("refine-dice-1-300-pairs", {"losses", "pairs"}),
+                      ("refine-dice-1-stage1-features", {"losses", "coarse_features"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
