@@ -56,6 +56,23 @@ def verify(module: torch.nn.Module, onnx_path: Path, inputs: tuple[torch.Tensor,
     return float(np.max(np.abs(got - expected)))
 
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
+def without_stack_traces(onnx_path: Path) -> None:
+    """Drop the exporter's per-node Python stack traces: they hold the source files' absolute paths
+    and line numbers, so the same weights exported from another clone, or after an edit elsewhere in
+    the file, gave another sha256. The graph, its weights and the module names stay."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for node in model.graph.node:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(onnx_path))
+
+
 def export(module: torch.nn.Module, onnx_path: Path, metadata: dict, atol_hu: float = VERIFY_ATOL_HU) -> dict:
     """Write `onnx_path` and `onnx_path.with_suffix('.json')`; returns the sidecar."""
     module = module.eval()
@@ -72,6 +89,7 @@ def export(module: torch.nn.Module, onnx_path: Path, metadata: dict, atol_hu: fl
         external_data=False,
         verbose=False,
     )
+    without_stack_traces(onnx_path)
     max_diff_hu = verify(module, onnx_path, inputs, atol_hu)
     h, w = INPUT_SHAPE_PX
     sidecar = {

@@ -8,12 +8,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
 from model.dataset import PairStream
-from model.export import INPUT_NAMES, default_output, export_psct_net
+from model.export import INPUT_NAMES, STACK_TRACE_KEY, default_output, export_psct_net
 from model.metrics import dice
 from model.network import HU_SCALE
 from model.refine import FINE_LAYERS, FineHead, coarse_from_onnx, output_axes, upsampled_patch
@@ -179,6 +180,10 @@ def test_stage1_and_head_export_as_one_onnx_within_1_hu(stage2: Path, cache: Pat
     got = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
     assert np.abs(got - expected).max() <= 1.0
     assert np.abs(expected - coarse_only).max() > 1.0  # the head does change the volume
+    # No source paths or line numbers in the file: its sha256 is the graph's and the weights' alone.
+    nodes = onnx.load(str(tmp_path / "net.onnx")).graph.node
+    assert not [e for node in nodes for e in node.metadata_props if e.key == STACK_TRACE_KEY]
+    assert all(node.metadata_props for node in nodes)  # the rest of the provenance stays
 
 
 def test_a_patch_without_interior_is_refused(stage1: Path, tmp_path: Path) -> None:
