@@ -116,7 +116,11 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     truth_all = torch.from_numpy(pair.hu) / HU_SCALE
     inner = slice(head.layers, size - head.layers)
     features = head.view_features(pa, lateral)
-    mixed = None if head.reduce is None or stage1_features is None else head.reduce(stage1_features)
+    mixed = None
+    if head.reduce is not None:
+        if stage1_features is None:
+            raise ValueError("this fine head reads stage 1's features: pass stage1_features")
+        mixed = head.reduce(stage1_features)
     stacked, coarse_patches, truth_patches = [], [], []
     for z0, y0, x0 in (tuple(int(c) for c in corner) for corner in corners):
         z, y, x = slice(z0, z0 + size), slice(y0, y0 + size), slice(x0, x0 + size)
