@@ -101,9 +101,7 @@ class RefinedNet(nn.Module):
         if self.head.reduce is None:  # the graph of the heads that read only stage 1's HU, unchanged
             upsampled = upsampled_coarse(self.coarse, pa, lateral, pa_matrix, lateral_matrix)
             return self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, *axes) * HU_SCALE
-        features = self.coarse.coarse_features(pa, lateral, pa_matrix, lateral_matrix)
-        upsampled = F.interpolate(self.coarse.refiner.head(features), size=self.output_shape, mode="trilinear",
-                                  align_corners=False)  # fmt: skip
+        upsampled, features = upsampled_with_features(self.coarse, pa, lateral, pa_matrix, lateral_matrix)
         return self.head(upsampled, pa, lateral, pa_matrix, lateral_matrix, *axes, features) * HU_SCALE
 
 
@@ -112,6 +110,15 @@ def upsampled_coarse(coarse: PSCTNet, pa: torch.Tensor, lateral: torch.Tensor, p
     """The coarse network's HU / HU_SCALE on the serving grid, as its own forward upsamples it."""
     low = coarse.coarse(pa, lateral, pa_matrix, lateral_matrix)
     return F.interpolate(low, size=coarse.output_shape, mode="trilinear", align_corners=False)
+
+
+def upsampled_with_features(coarse: PSCTNet, pa: torch.Tensor, lateral: torch.Tensor, pa_matrix: torch.Tensor,
+                            lateral_matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """As upsampled_coarse, and stage 1's last features on its own grid (for a head that reads them)."""
+    features = coarse.coarse_features(pa, lateral, pa_matrix, lateral_matrix)
+    upsampled = F.interpolate(coarse.refiner.head(features), size=coarse.output_shape, mode="trilinear",
+                              align_corners=False)  # fmt: skip
+    return upsampled, features
 
 
 def upsampled_patch(coarse: torch.Tensor, z: slice, y: slice, x: slice,

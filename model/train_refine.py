@@ -15,12 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.dataset import PairStream, TrainingPair, ct_sources
 from model.export import sha256_of
 from model.network import HU_SCALE, PSCTNet
-from model.refine import FINE_LAYERS, FineHead, RefinedNet, coarse_from_onnx, output_axes, upsampled_patch
+from model.refine import (
+    FINE_LAYERS,
+    FineHead,
+    RefinedNet,
+    coarse_from_onnx,
+    output_axes,
+    upsampled_patch,
+    upsampled_with_features,
+)
 from model.train import BONE_HU, TrainConfig, build, config_digest, hu_terms, inputs_of, plot_losses
 
 
@@ -218,9 +225,7 @@ def stage1_outputs(coarse_net: PSCTNet, pair: TrainingPair,
                    with_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """The frozen stage 1 on one pair: its HU / HU_SCALE upsampled to the serving grid, and its last
     features on its own grid when the head reads them (the same operations as RefinedNet's forward)."""
-    features = coarse_net.coarse_features(*inputs_of(pair))
-    low = coarse_net.refiner.head(features)
-    upsampled = F.interpolate(low, size=coarse_net.output_shape, mode="trilinear", align_corners=False)
+    upsampled, features = upsampled_with_features(coarse_net, *inputs_of(pair))
     return upsampled, (features if with_features else None)
 
 
