@@ -23,33 +23,75 @@ from model.network import HU_SCALE, PSCTNet
 from model.projector import back_project
 
 FINE_LAYERS = 4  # 3x3x3 convolutions by default: the head's receptive radius in voxels, the patch margin
+UNET_MARGIN = 9  # PatchUNet's receptive radius in voxels: 8 or 9 by the voxel's parity (measured by gradients)
+
+
+class PatchUNet(nn.Module):
+    """A two-level U-Net for the fine head: two 3x3x3 convolutions at full resolution, a 2x2x2 stride-2
+    convolution, two at half resolution, a 2x2x2 transposed convolution added to the skip, and two more.
+    No normalisation, so a patch interior equals the whole volume's output there, as long as the patch
+    starts on an even voxel (the stride-2 blocks then align with the whole volume's)."""
+
+    stride = 2
+    margin = UNET_MARGIN
+
+    def __init__(self, c_in: int, channels: int) -> None:
+        super().__init__()
+        wide = 2 * channels
+
+        def conv(a: int, b: int) -> list[nn.Module]:
+            return [nn.Conv3d(a, b, 3, padding=1), nn.LeakyReLU(0.1)]
+
+        self.encode = nn.Sequential(*conv(c_in, channels), *conv(channels, channels))
+        self.down = nn.Sequential(nn.Conv3d(channels, wide, 2, stride=2), nn.LeakyReLU(0.1), *conv(wide, wide),
+                                  *conv(wide, wide))  # fmt: skip
+        self.up = nn.ConvTranspose3d(wide, channels, 2, stride=2)
+        self.decode = nn.Sequential(*conv(channels, channels), nn.Conv3d(channels, 1, 3, padding=1))
+        nn.init.zeros_(self.decode[-1].weight)  # starts as the identity on stage 1's HU: no early damage
+        nn.init.zeros_(self.decode[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.encode(x)
+        return self.decode(skip + self.up(self.down(skip)))
 
 
 class FineHead(nn.Module):
     """(coarse HU / HU_SCALE on a grid, views, matrices, that grid's axes) -> corrected HU / HU_SCALE."""
 
     def __init__(self, channels: int = 8, view_channels: int = 4, layers: int = FINE_LAYERS, coarse_features: int = 0,
-                 stage1_channels: int = 16) -> None:  # fmt: skip
+                 stage1_channels: int = 16, body: str = "plain") -> None:  # fmt: skip
         """`coarse_features` > 0: the head also reads stage 1's last features (`stage1_channels` of
-        them), mixed down to that many channels by a 1x1 convolution on the coarse grid, where it is cheap."""
+        them), mixed down to that many channels by a 1x1 convolution on the coarse grid, where it is cheap.
+        `body`: "plain", `layers` 3x3x3 convolutions of `channels`; or "unet", a PatchUNet of `channels`
+        at full resolution (`layers` is then unused)."""
         super().__init__()
         if layers < 2:
             raise ValueError(f"the fine head needs at least 2 layers, got {layers}")
+        if body not in ("plain", "unet"):
+            raise ValueError(f"unknown fine-head body {body!r}: plain or unet")
         self.views = nn.ModuleList([
             nn.Sequential(nn.Conv2d(1, view_channels, 3, padding=1), nn.LeakyReLU(0.1),
                           nn.Conv2d(view_channels, view_channels, 3, padding=1))
             for _ in range(2)
         ])  # fmt: skip
         self.reduce = nn.Conv3d(stage1_channels, coarse_features, 1) if coarse_features else None
-        widths = [1 + 3 * view_channels + coarse_features] + [channels] * (layers - 1)
-        convs: list[nn.Module] = []
-        for c_in, c_out in zip(widths, widths[1:], strict=False):
-            convs += [nn.Conv3d(c_in, c_out, 3, padding=1), nn.LeakyReLU(0.1)]
-        self.body = nn.Sequential(*convs, nn.Conv3d(channels, 1, 3, padding=1))
-        self.layers = layers  # the receptive radius in voxels: patch training's margin
+        c_in = 1 + 3 * view_channels + coarse_features
+        self.body: nn.Module
+        if body == "unet":
+            self.body = PatchUNet(c_in, channels)
+            self.margin, self.stride = PatchUNet.margin, PatchUNet.stride
+        else:
+            widths = [c_in] + [channels] * (layers - 1)
+            convs: list[nn.Module] = []
+            for a, b in zip(widths, widths[1:], strict=False):
+                convs += [nn.Conv3d(a, b, 3, padding=1), nn.LeakyReLU(0.1)]
+            self.body = nn.Sequential(*convs, nn.Conv3d(channels, 1, 3, padding=1))
+            self.margin, self.stride = layers, 1  # the receptive radius in voxels: patch training's margin
         self.config = {"channels": channels, "view_channels": view_channels, "layers": layers}
         if coarse_features:  # only then: earlier heads' sidecars stay as they were
             self.config.update(coarse_features=coarse_features, stage1_channels=stage1_channels)
+        if body != "plain":
+            self.config["body"] = body
 
     def view_features(self, pa: torch.Tensor, lateral: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.views[0](pa), self.views[1](lateral)

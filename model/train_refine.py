@@ -45,7 +45,7 @@ class FineLosses:
 
 
 # Config fields added after the first runs, with the value those runs had (as model/train.py's).
-LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS, "coarse_features": 0, "losses": {"dice": 0.0}}
+LATER_FIELDS = {"ct_dir": None, "layers": FINE_LAYERS, "coarse_features": 0, "body": "plain", "losses": {"dice": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class RefineConfig:
     view_channels: int = 4
     layers: int = FINE_LAYERS  # 3x3x3 convolutions of the head: its receptive radius, the patches' margin
     coarse_features: int = 0  # > 0: the head also reads stage 1's last features, mixed down to this many
+    body: str = "plain"  # "unet": a two-level PatchUNet of `channels` instead of `layers` plain convolutions
     ct_dir: str | None = None  # real CTs instead of phantoms, as stage 1's ct_dir
     seed: int = 0
     checkpoint_every: int = 100
@@ -100,16 +101,17 @@ def load_coarse(base: Path) -> tuple[PSCTNet, dict]:
     return net.eval(), described
 
 
-def patch_corner(rng: np.random.Generator, bone: np.ndarray, shape: tuple[int, ...],
-                 config: RefineConfig) -> np.ndarray:  # fmt: skip
-    """(z, y, x) of a patch's first voxel: centred on one of the `bone` voxels (truth or coarse
-    output) with probability `bone_share`, else anywhere."""
+def patch_corner(rng: np.random.Generator, bone: np.ndarray, shape: tuple[int, ...], config: RefineConfig,
+                 stride: int = 1) -> np.ndarray:  # fmt: skip
+    """(z, y, x) of a patch's first voxel, a multiple of the head's `stride`: centred on one of the `bone`
+    voxels (truth or coarse output) with probability `bone_share`, else anywhere."""
     size, extent = config.patch_voxels, np.array(shape)
     if rng.random() < config.bone_share:
         centre = bone[rng.integers(len(bone))] if len(bone) else extent // 2
     else:
         centre = rng.integers(0, extent)
-    return np.clip(centre - size // 2, 0, extent - size)
+    corner = np.clip(centre - size // 2, 0, extent - size)
+    return corner - corner % stride
 
 
 def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, corners: list[np.ndarray],
@@ -121,7 +123,7 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
     pa, lateral, pa_matrix, lateral_matrix = inputs_of(pair)
     x_mm, y_mm, z_mm = output_axes()
     truth_all = torch.from_numpy(pair.hu) / HU_SCALE
-    inner = slice(head.layers, size - head.layers)
+    inner = slice(head.margin, size - head.margin)
     features = head.view_features(pa, lateral)
     mixed = None
     if head.reduce is not None:
@@ -149,10 +151,12 @@ def fine_loss_terms(head: FineHead, pair: TrainingPair, coarse: torch.Tensor, co
 def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | None = None, log=print,  # type: ignore[no-untyped-def]
                  stop_after: int | None = None) -> dict:  # fmt: skip
     """Train (or resume) the fine head on top of the frozen stage 1 at `base` into `run_dir`."""
-    if config.patch_voxels <= 2 * config.layers:
-        raise ValueError(f"patch_voxels must exceed {2 * config.layers} (the head's margin on both sides)")
-    run_dir.mkdir(parents=True, exist_ok=True)
     coarse_net, stage1 = load_coarse(base)
+    head = head_of(config, coarse_net)
+    if config.patch_voxels <= 2 * head.margin or config.patch_voxels % head.stride:
+        raise ValueError(f"patch_voxels must exceed {2 * head.margin} (the head's margin on both sides) and be a "
+                         f"multiple of {head.stride}, got {config.patch_voxels}")  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     recorded = {**asdict(config), "digest": config.digest(), "stage1": stage1}
     if config_path.exists():
@@ -161,7 +165,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
             raise ValueError(f"{run_dir} holds a run of another config or stage 1: use a new folder")
     config_path.write_text(json.dumps(recorded, indent=1) + "\n")
     torch.manual_seed(config.seed)
-    head = head_of(config, coarse_net)
+    head = head_of(config, coarse_net)  # again, after the seed: the weights are the seed's
     optimiser = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=max(config.steps, 2))
     checkpoint, history = run_dir / "checkpoint.pt", run_dir / "losses.jsonl"
@@ -191,7 +195,7 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
         coarse, stage1_features = coarse_outputs[index]
         rng = np.random.default_rng([config.seed, step])
         candidates = np.argwhere((pair.hu > BONE_HU) | (coarse[0, 0].numpy() > BONE_HU / HU_SCALE))
-        corners = [patch_corner(rng, candidates, pair.hu.shape, config) for _ in range(config.patches)]
+        corners = [patch_corner(rng, candidates, pair.hu.shape, config, head.stride) for _ in range(config.patches)]
         terms = fine_loss_terms(head, pair, coarse, corners, config.patch_voxels, config.losses, stage1_features)
         optimiser.zero_grad()
         terms["total"].backward()
@@ -217,7 +221,8 @@ def train_refine(config: RefineConfig, base: Path, run_dir: Path, cache: Path | 
 
 def head_of(config: RefineConfig, coarse_net: PSCTNet) -> FineHead:
     stage1_channels = coarse_net.refiner.head.in_channels  # the features before stage 1's HU head
-    return FineHead(config.channels, config.view_channels, config.layers, config.coarse_features, stage1_channels)
+    return FineHead(config.channels, config.view_channels, config.layers, config.coarse_features, stage1_channels,
+                    config.body)  # fmt: skip
 
 
 @torch.no_grad()

@@ -61,10 +61,69 @@ def test_the_head_on_a_patch_interior_is_the_head_on_the_whole_volume(cache: Pat
         whole = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
         z, y, x = slice(3, 19), slice(5, 21), slice(8, 24)
         patch = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
-    inner = slice(head.layers, 16 - head.layers)
+    inner = slice(head.margin, 16 - head.margin)
     torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
     # ... and not at the patch faces, where its zero padding stands in for neighbours it lacks.
     assert not torch.allclose(patch[..., 0, :, :], whole[:, :, z, y, x][..., 0, :, :])
+
+
+def test_a_unet_head_on_an_even_patch_interior_is_the_head_on_the_whole_volume(cache: Path) -> None:
+    """The U-Net body's stride-2 blocks align with the whole volume's only on a patch starting at even
+    voxels; there, its interior (margin = the measured receptive radius) is the whole volume's."""
+    torch.manual_seed(0)
+    head = FineHead(channels=4, view_channels=2, body="unet").eval()
+    torch.nn.init.normal_(head.body.decode[-1].weight, std=0.1)  # the zero start would hide the body
+    pa, lateral, pa_matrix, lateral_matrix = inputs_of(PairStream(1, 900, 8, cache)[0])
+    x_mm, y_mm, z_mm = (a[::4][:40] for a in output_axes())
+    coarse = torch.randn(1, 1, 40, 40, 40) * 0.5
+    size = 2 * head.margin + 6
+    inner = slice(head.margin, size - head.margin)
+
+    def patch_interiors(corner: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        z, y, x = (slice(c, c + size) for c in corner)
+        patch = head(coarse[:, :, z, y, x], pa, lateral, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z])
+        return patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner]
+
+    with torch.no_grad():
+        whole = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm)
+        torch.testing.assert_close(*patch_interiors((4, 10, 16)))
+        assert not torch.allclose(*patch_interiors((5, 10, 16)), atol=1e-4)  # an odd corner: misaligned blocks
+    assert head.config["body"] == "unet" and "body" not in FineHead().config  # earlier sidecars unchanged
+
+
+def test_a_unet_head_starts_as_stage1_and_its_patches_start_on_even_voxels() -> None:
+    from model.train_refine import patch_corner
+
+    head = FineHead(channels=4, view_channels=2, body="unet")
+    coarse = torch.randn(1, 1, 24, 24, 24)
+    views = torch.rand(1, 1, 32, 32)
+    matrix = torch.tensor([[1.0, 0, 0, 16], [0, 0, 1, 16], [0, 0, 0, 1]])
+    axes = [torch.linspace(-50, 50, 24)] * 3
+    assert torch.equal(head(coarse, views, views, matrix, matrix, *axes), coarse)
+    rng, bone = np.random.default_rng(0), np.argwhere(np.ones((9, 9, 9)))
+    config = replace(RefineConfig.from_json(TINY_REFINE), patch_voxels=20)
+    corners = np.array([patch_corner(rng, bone, (41, 40, 39), config, 2) for _ in range(200)])
+    assert (corners % 2 == 0).all() and (corners >= 0).all() and (corners + 20 <= [41, 40, 39]).all()
+
+
+def test_a_unet_head_trains_resumes_and_exports_within_1_hu(stage1: Path, cache: Path, tmp_path: Path) -> None:
+    from model.train_refine import untrained_like
+
+    config = replace(RefineConfig.from_json(TINY_REFINE), body="unet", patch_voxels=2 * 9 + 4)
+    train_refine(config, stage1, tmp_path / "run", cache, log=lambda _: None, stop_after=2)
+    train_refine(config, stage1, tmp_path / "run", cache, log=lambda _: None)
+    sidecar = export_psct_net(tmp_path / "run" / "checkpoint.pt", tmp_path / "net.onnx", "test")
+    assert sidecar["architecture"]["fine_head"]["body"] == "unet"
+    assert sum(p.numel() for p in untrained_like(sidecar).parameters()) == sidecar["parameters"]
+    net, _ = refined_net(tmp_path / "run" / "checkpoint.pt")
+    inputs = inputs_of(PairStream(2, 900, 8, cache)[1])
+    with torch.no_grad():
+        expected = net(*inputs).numpy()
+        coarse_only = net.coarse(*inputs).numpy()
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs, strict=True)})[0]
+    assert np.abs(got - expected).max() <= 1.0
+    assert np.abs(expected - coarse_only).max() > 1.0  # four steps moved the zero-started output
 
 
 def test_a_patch_of_the_upsampled_coarse_grid_is_that_patch_of_the_whole_upsampling() -> None:
@@ -91,7 +150,7 @@ def test_a_head_reading_stage1_features_sees_on_a_patch_interior_what_it_sees_on
         stacked = head.head_inputs(coarse[:, :, z, y, x], views, pa_matrix, lateral_matrix, x_mm[x], y_mm[y], z_mm[z],
                                    mixed)  # fmt: skip
         patch = coarse[:, :, z, y, x] + head.body(stacked)
-        inner = slice(head.layers, 16 - head.layers)
+        inner = slice(head.margin, 16 - head.margin)
         torch.testing.assert_close(patch[..., inner, inner, inner], whole[:, :, z, y, x][..., inner, inner, inner])
         # The features do reach the output.
         other = head(coarse, pa, lateral, pa_matrix, lateral_matrix, x_mm, y_mm, z_mm, stage1_features.flip(2))
@@ -186,10 +245,13 @@ def test_stage1_and_head_export_as_one_onnx_within_1_hu(stage2: Path, cache: Pat
     assert all(node.metadata_props for node in nodes)  # the rest of the provenance stays
 
 
-def test_a_patch_without_interior_is_refused(stage1: Path, tmp_path: Path) -> None:
-    config = replace(RefineConfig.from_json(TINY_REFINE), patch_voxels=2 * FINE_LAYERS)
+@pytest.mark.parametrize(("body", "patch_voxels"), [("plain", 2 * FINE_LAYERS), ("unet", 18), ("unet", 25)])
+def test_a_patch_without_interior_or_misaligned_is_refused(stage1: Path, tmp_path: Path, body: str,
+                                                          patch_voxels: int) -> None:  # fmt: skip
+    config = replace(RefineConfig.from_json(TINY_REFINE), body=body, patch_voxels=patch_voxels)
     with pytest.raises(ValueError, match="patch_voxels"):
         train_refine(config, stage1, tmp_path, log=lambda _: None)
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_the_untrained_architecture_of_a_sidecar_has_its_parameter_count(stage2: Path, tmp_path: Path) -> None:
@@ -211,7 +273,8 @@ STAGE2_EXPERIMENTS = [("refine-3000-steps", {"steps"}), ("refine-16-channels", {
                       ("refine-dice-0.25", {"losses"}), ("refine-dice-1", {"losses"}),
                       ("refine-dice-3", {"losses"}),
                       ("refine-dice-1-300-pairs", {"losses", "pairs"}),
-                      ("refine-dice-1-stage1-features", {"losses", "coarse_features"})]  # MODEL_CARD  # fmt: skip
+                      ("refine-dice-1-stage1-features", {"losses", "coarse_features"}),
+                      ("refine-dice-1-unet-16", {"losses", "body", "channels", "patch_voxels"})]  # MODEL_CARD  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "changed"), STAGE2_EXPERIMENTS)
