@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from model.baseline import PhysicsBaseline
-from model.export import INPUT_NAMES, VERIFY_RTOL
+from model.export import INPUT_NAMES, VERIFY_ATOL_HU, VERIFY_RTOL
 from model.geometry import projection_matrix
 from model.preprocess import preprocess
 from model.radiograph import display_values, read_view
@@ -21,7 +21,12 @@ from service.settings import PHYSICS_BASELINE
 
 # The contract's field: a whole head from newborn to 18 y, face and skull base included.
 MIN_FIELD_MM = 220.0
-ISSUE_ATOL_HU = 1.0
+# The baseline is steep where a voxel projects onto a silhouette edge: one float32 ulp of its matrices
+# moves such voxels by up to ~2.6 HU (measured, test_one_ulp_of_the_matrices_moves_only_edge_voxels).
+# So ONNX and PyTorch, which round some steps differently, are held to the export's 0.1 HU on all but
+# EDGE_SHARE of the voxels and to EDGE_ATOL_HU on those.
+EDGE_SHARE = 1e-3
+EDGE_ATOL_HU = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +59,28 @@ def phantom_inputs(seed: int, age_y: float) -> dict[str, np.ndarray]:
     return feeds
 
 
+def baseline_output(module: PhysicsBaseline, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        return module(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES)).numpy()
+
+
+def assert_equal_but_at_edges(got: np.ndarray, expected: np.ndarray) -> None:
+    difference = np.abs(got - expected)
+    assert np.mean(difference > VERIFY_ATOL_HU + VERIFY_RTOL * np.abs(expected)) <= EDGE_SHARE
+    assert difference.max() <= EDGE_ATOL_HU
+
+
+def test_one_ulp_of_the_matrices_moves_only_edge_voxels(sidecar: dict) -> None:
+    """Why the ONNX check below has two bounds: a max of 0.1 HU is not a property of float32 here."""
+    module = PhysicsBaseline(tuple(sidecar["output_grid"]["shape_zyx"]), sidecar["output_grid"]["voxel_mm"]).eval()
+    feeds = phantom_inputs(seed=1, age_y=2.0)
+    expected = baseline_output(module, feeds)
+    up = {k: np.nextafter(v, np.float32(np.inf)) if k.endswith("matrix") else v for k, v in feeds.items()}
+    moved = baseline_output(module, up)
+    assert np.abs(moved - expected).max() > VERIFY_ATOL_HU  # steep at the edges ...
+    assert_equal_but_at_edges(moved, expected)  # ... and only there
+
+
 def test_one_onnx_file_serves_every_geometry_and_equals_torch(sidecar: dict) -> None:
     session = ort.InferenceSession(str(PHYSICS_BASELINE), providers=["CPUExecutionProvider"])
     module = PhysicsBaseline(tuple(sidecar["output_grid"]["shape_zyx"]), sidecar["output_grid"]["voxel_mm"]).eval()
@@ -63,11 +90,8 @@ def test_one_onnx_file_serves_every_geometry_and_equals_torch(sidecar: dict) -> 
     outputs = []
     for inputs in (feeds, moved):
         got = session.run(None, inputs)[0]
-        with torch.no_grad():
-            expected = module(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES)).numpy()
-        # Issue 5's bound for ONNX vs PyTorch (1 HU), not the export's own 0.1 HU: in one full pytest run
-        # (2026-12-07) 0.07 % of voxels differed by up to 0.17 HU at ~1300 HU (1.3e-4 relative), while the
-        # test alone passed at 0.1 HU; which earlier state changes the float32 arithmetic is not yet known.
-        np.testing.assert_allclose(got, expected, rtol=VERIFY_RTOL, atol=ISSUE_ATOL_HU)
+        # Usually within 0.005 HU everywhere; one full pytest run (2026-12-07) saw 0.17 HU on 0.07 % of
+        # the voxels, the size of a one-ulp change (see EDGE_SHARE).
+        assert_equal_but_at_edges(got, baseline_output(module, inputs))
         outputs.append(got)
     assert np.mean(np.abs(outputs[0] - outputs[1])) > 1.0  # the geometry input changes the answer
