@@ -193,6 +193,7 @@ EXPERIMENTS = [
     ("seeds/dice-1-seed1", "dice-1", {"seed"}),
     ("dice-1-peak-3e-3", "dice-1", {"learning_rate"}),
     ("dice-2", "dice-1", {"losses.dice"}),
+    ("dice-1-3000-steps", "dice-1", {"steps"}),
     ("bone-0.5/geometry-free", "bone-0.5/reference", {"lifting", "widths"}),
     ("bone-0.5/no-attention", "bone-0.5/reference", {"attention"}),
     *(
